@@ -1,0 +1,42 @@
+# Contracts (DESIGN.md): install, test, demo.
+PY      ?= .venv/bin/python
+VENV    := .venv
+STAMP   := $(VENV)/.installed
+HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# CPU: the torch 2.13.0 CPU wheel; a bare `torch` would pull a CUDA build.
+TORCH_SPEC ?= $(if $(HAS_CUDA),torch,torch==2.13.0)
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast test-slow demo demo-pretrain bench clean test-slurm
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VENV)/bin/python -m pip install -q -r requirements.txt "trl>=0.20"
+	$(VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+	@echo "installed into $(VENV)"
+
+test: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -x -m "not slow and not multiproc" $(PYTEST_ARGS)
+
+demo: install
+	bash examples/demo.sh
+
+bench: install
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+test-slurm: install
+	bash tests/slurm/run_slurm_test.sh
+
+clean:
+	rm -rf runs build *.egg-info
