@@ -135,7 +135,7 @@ def _gaokao_cloze(r, i, name):
 
 
 def _sat(r, i, name):
-    parts = re.split(r"(?:^|\s)([A-D])\)\s*", r["options"])
+    parts = re.split(r"(?:^|\s)([A-D])[).]\s*", r["options"])
     choices = [parts[j + 1].strip() for j in range(1, len(parts) - 1, 2)]
     if len(choices) != 4:
         raise BenchmarkError(f"{name} row {i}: expected options A)-D), got {r['options']!r}")
