@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import Any, Iterable, Type, TypeVar
@@ -50,7 +51,7 @@ def _resolve_types(cls) -> dict[str, Any]:
 def _base_type(tp):
     """Unwrap Optional[X] -> (X, optional)."""
     origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
             return args[0], True

@@ -1,0 +1,472 @@
+"""Device and process-group set-up, and the only place with CPU shims.
+
+On a GPU host this module picks NCCL + CUDA and changes nothing in
+megatron-core.  Without CUDA it picks gloo + CPU and installs the shims below,
+which let megatron-core 0.16.x run its real components (GPTModel, the
+tensor-parallel layers, ``get_forward_backward_func`` schedules, its DDP
+wrapper, its optimizer and ``dist_checkpointing``) on CPU.
+
+Why shims are needed (seen in megatron-core 0.16.1): several functions ask
+``torch.cuda.current_device()`` for a device, create tensors with
+``device="cuda"`` or call ``torch.cuda.synchronize()``; on a CPU-only torch
+build those raise "Torch not compiled with CUDA enabled".  The RNG tracker
+stores CUDA generator states.
+
+How: each covered megatron-core module gets a module-local ``torch`` stand-in
+(:class:`_CpuTorch`) that is the real ``torch`` except that
+
+* ``torch.cuda.current_device()`` answers the CPU device,
+* ``torch.cuda.synchronize()`` / streams are no-ops (CPU ops are synchronous),
+* tensor factories given ``device="cuda"`` allocate on the CPU.
+
+Only the modules listed in :data:`SHIMS` see the stand-in; the global
+``torch`` is untouched.  The RNG tracker's two state accessors are replaced by
+CPU generator versions (:func:`_cpu_get_rng_state`, :func:`_cpu_set_rng_state`).
+Every shim is listed with the megatron-core functions it covers; each has a
+test in ``tests/platform/test_shims.py``.  :func:`install_cpu_shims` refuses to
+run when CUDA is available.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import importlib
+import os
+import socket
+import types
+from typing import Any
+
+import warnings
+
+import torch
+
+# megatron-core warns at import on every rank when TE/apex are absent; the
+# fallbacks it names are what the CPU path uses, and the README says so.
+warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
+warnings.filterwarnings("ignore", message=".*Apex is not installed.*")
+
+# ---------------------------------------------------------------------------
+# device
+# ---------------------------------------------------------------------------
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def device() -> torch.device:
+    """The device this rank computes on."""
+    if cuda_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def synchronize() -> None:
+    if cuda_available():
+        torch.cuda.synchronize()
+
+
+def max_memory_allocated() -> int:
+    """Peak accelerator memory in bytes (0 on CPU: use RSS there)."""
+    if cuda_available():
+        return torch.cuda.max_memory_allocated()
+    return 0
+
+
+def reset_peak_memory() -> None:
+    if cuda_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def device_name() -> str:
+    if cuda_available():
+        return torch.cuda.get_device_name()
+    return "cpu"
+
+
+def manual_seed(seed: int) -> None:
+    """Seed python-side torch RNGs (CPU, and CUDA when present)."""
+    torch.manual_seed(seed)
+    if cuda_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def rng_state() -> dict:
+    """All RNG state a resumed run needs to continue bitwise."""
+    import random
+
+    import numpy as np
+
+    state = {
+        "random": random.getstate(),
+        "np": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if cuda_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    from megatron.core import tensor_parallel
+
+    state["tracker"] = tensor_parallel.get_cuda_rng_tracker().get_states()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(state["random"])
+    np.random.set_state(state["np"])
+    torch.set_rng_state(state["torch"])
+    if cuda_available() and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"])
+    from megatron.core import tensor_parallel
+
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+# ---------------------------------------------------------------------------
+# CPU shims
+# ---------------------------------------------------------------------------
+
+_CPU = torch.device("cpu")
+
+
+def _to_cpu_device(dev: Any) -> Any:
+    if dev is None:
+        return None
+    if isinstance(dev, int):
+        return _CPU
+    if isinstance(dev, str) and dev.startswith("cuda"):
+        return _CPU
+    if isinstance(dev, torch.device) and dev.type == "cuda":
+        return _CPU
+    return dev
+
+
+class _CpuStream:
+    """A CUDA stream stand-in: CPU work is already ordered."""
+
+    def __init__(self, *a, **k):
+        pass
+
+    def wait_stream(self, *a, **k):
+        return None
+
+    def synchronize(self):
+        return None
+
+    def record_event(self, *a, **k):
+        return None
+
+
+class _CpuCuda(types.SimpleNamespace):
+    """``torch.cuda`` as seen by the covered megatron-core modules on CPU."""
+
+    def __getattr__(self, name):  # anything not overridden: the real one
+        return getattr(torch.cuda, name)
+
+    @staticmethod
+    def current_device():
+        return _CPU
+
+    @staticmethod
+    def synchronize(*a, **k):
+        return None
+
+    @staticmethod
+    def is_available():
+        return False
+
+    @staticmethod
+    def device_count():
+        return 0
+
+    Stream = _CpuStream
+
+    @staticmethod
+    def current_stream(*a, **k):
+        return _CpuStream()
+
+    @staticmethod
+    def default_stream(*a, **k):
+        return _CpuStream()
+
+    @staticmethod
+    def stream(*a, **k):
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def empty_cache():
+        return None
+
+    @staticmethod
+    def get_rng_state(*a, **k):
+        return torch.get_rng_state()
+
+    @staticmethod
+    def set_rng_state(state, *a, **k):
+        torch.set_rng_state(state)
+
+    @staticmethod
+    def manual_seed(seed):
+        # The tracker seeds "the CUDA generator" and reads its state back;
+        # on CPU the CPU generator plays that role.
+        torch.manual_seed(seed)
+
+    @staticmethod
+    def nvtx():  # pragma: no cover - attribute access only
+        return None
+
+
+_FACTORIES = (
+    "zeros", "ones", "empty", "full", "tensor", "arange", "rand", "randn",
+    "randint", "zeros_like", "ones_like", "empty_like", "full_like", "as_tensor",
+)
+
+
+class _CpuTorch(types.ModuleType):
+    """The real ``torch`` module, except ``torch.cuda`` and device="cuda"."""
+
+    def __init__(self):
+        super().__init__("torch")
+        self.cuda = _CpuCuda()
+        for name in _FACTORIES:
+            setattr(self, name, self._wrap_factory(getattr(torch, name)))
+
+    @staticmethod
+    def _wrap_factory(fn):
+        def wrapped(*args, **kwargs):
+            if "device" in kwargs:
+                kwargs["device"] = _to_cpu_device(kwargs["device"])
+            return fn(*args, **kwargs)
+
+        wrapped.__name__ = fn.__name__
+        return wrapped
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shim:
+    module: str
+    covers: tuple[str, ...]
+    why: str
+
+
+# Each entry: the megatron-core module whose ``torch`` is swapped for the CPU
+# stand-in, and the functions in it that need it.
+SHIMS: tuple[Shim, ...] = (
+    Shim("megatron.core.models.common.embeddings.rotary_pos_embedding",
+         ("RotaryEmbedding.__init__", "RotaryEmbedding.get_emb"),
+         "moves inv_freq to torch.cuda.current_device() on first forward"),
+    Shim("megatron.core.transformer.utils",
+         ("get_default_causal_mask",),
+         'builds the causal mask with device="cuda" when no mask is passed'),
+    Shim("megatron.core.utils",
+         ("GlobalMemoryBuffer.get_tensor",),
+         "allocates the attention scratch buffer on torch.cuda.current_device()"),
+    Shim("megatron.core.pipeline_parallel.schedules",
+         ("forward_backward_no_pipelining",
+          "forward_backward_pipelining_without_interleaving",
+          "forward_backward_pipelining_with_interleaving"),
+         'creates total_num_tokens with device="cuda"'),
+    Shim("megatron.core.pipeline_parallel.p2p_communication",
+         ("P2PCommunicator._communicate", "P2PCommunicator._communicate_shapes"),
+         "allocates receive buffers on torch.cuda.current_device() and synchronizes"),
+    Shim("megatron.core.distributed.param_and_grad_buffer",
+         ("_ParamAndGradBuffer.__init__", "_ParamAndGradBucketGroup.start_grad_sync",
+          "_ParamAndGradBucketGroup.finish_grad_sync"),
+         "allocates the contiguous grad buffer on torch.cuda.current_device(); CUDA streams"),
+    Shim("megatron.core.distributed.distributed_data_parallel",
+         ("DistributedDataParallel.__init__",),
+         "CUDA streams and synchronize around buffer (re)allocation"),
+    Shim("megatron.core.tensor_parallel.random",
+         ("CudaRNGStatesTracker.add", "CudaRNGStatesTracker.fork",
+          "model_parallel_cuda_manual_seed"),
+         "keeps per-region RNG states of the CUDA generator"),
+    Shim("megatron.core.parallel_state",
+         ("initialize_model_parallel",),
+         "barriers with device_ids=[torch.cuda.current_device()] and synchronize"),
+    Shim("megatron.core.dist_checkpointing.strategies.state_dict_saver",
+         ("save_state_dict_async_plan", "verify_global_md_reuse"),
+         'reduces flags in tensors with device="cuda"'),
+    Shim("megatron.core.dist_checkpointing.strategies.filesystem_async",
+         ("FileSystemWriterAsync.prepare_write_data",),
+         "torch.cuda.synchronize before staging tensors"),
+    Shim("megatron.core.dist_checkpointing.strategies.async_utils",
+         ("AsyncCallsQueue.maybe_finalize_async_calls",),
+         "reduces completion flags in tensors on torch.cuda.current_device()"),
+    Shim("megatron.core.dist_checkpointing.tensor_aware_state_dict",
+         ("MCoreTensorAwareStateDict.pop_tensors",),
+         "torch.cuda.synchronize"),
+    Shim("megatron.core.optimizer.optimizer",
+         ("MegatronOptimizer.get_grad_norm", "MixedPrecisionOptimizer._unscale_main_grads_and_check_for_nan"),
+         "allocates norm/overflow buffers on torch.cuda.current_device()"),
+    Shim("megatron.core.optimizer.clip_grads",
+         ("get_grad_norm_fp32", "clip_grad_by_total_norm_fp32", "count_zeros_fp32"),
+         'allocates the norm accumulator with device="cuda"'),
+)
+
+
+def _cpu_get_rng_state(device="cuda", clone: bool = False, graph_safe: bool = False):
+    """CPU stand-in for megatron.core.tensor_parallel.random._get_cuda_rng_state."""
+    return torch.get_rng_state()
+
+
+def _cpu_set_rng_state(new_state, device: int = -1, graph_safe: bool = False):
+    """CPU stand-in for megatron.core.tensor_parallel.random._set_cuda_rng_state.
+
+    The original defers the set through ``torch.cuda._lazy_call``, which never
+    runs without CUDA, so forked RNG regions would silently share one stream.
+    """
+    torch.set_rng_state(new_state)
+
+
+def _cpu_clip_grad_by_total_norm_fp32(parameters, max_norm, total_norm,
+                                      use_decoupled_grad: bool = False):
+    """CPU stand-in for megatron.core.optimizer.clip_grads.clip_grad_by_total_norm_fp32.
+
+    The original asserts ``param.grad.type() == 'torch.cuda.FloatTensor'``.
+    Same arithmetic: scale every grad by max_norm / (total_norm + 1e-6) when
+    that is below 1.
+    """
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    attr = "decoupled_grad" if use_decoupled_grad else "grad"
+    grads = [getattr(p, attr).detach() for p in parameters
+             if getattr(p, attr, None) is not None]
+    for g in grads:
+        if g.dtype != torch.float32 and not (use_decoupled_grad and g.dtype == torch.bfloat16):
+            raise TypeError(f"expected fp32 grads for clipping, got {g.dtype}")
+    clip_coeff = max_norm / (total_norm + 1.0e-6)
+    if clip_coeff < 1.0:
+        torch._foreach_mul_(grads, clip_coeff)
+
+
+# Functions replaced outright: (module, attribute, replacement).
+FUNCTION_SHIMS = (
+    ("megatron.core.tensor_parallel.random", "_get_cuda_rng_state", "_cpu_get_rng_state"),
+    ("megatron.core.tensor_parallel.random", "_set_cuda_rng_state", "_cpu_set_rng_state"),
+    ("megatron.core.optimizer.clip_grads", "clip_grad_by_total_norm_fp32",
+     "_cpu_clip_grad_by_total_norm_fp32"),
+    # optimizer.py imported the name directly; patch its binding too.
+    ("megatron.core.optimizer.optimizer", "clip_grad_by_total_norm_fp32",
+     "_cpu_clip_grad_by_total_norm_fp32"),
+)
+
+_installed: list[str] = []
+
+
+def install_cpu_shims() -> list[str]:
+    """Install every shim in :data:`SHIMS`; idempotent. Returns module names."""
+    if cuda_available():
+        raise RuntimeError("CPU shims must not be installed when CUDA is available")
+    if _installed:
+        return list(_installed)
+    cpu_torch = _CpuTorch()
+    for shim in SHIMS:
+        mod = importlib.import_module(shim.module)
+        mod.torch = cpu_torch
+        _installed.append(shim.module)
+    for module, attr, repl in FUNCTION_SHIMS:
+        mod = importlib.import_module(module)
+        if not hasattr(mod, attr):
+            raise RuntimeError(f"megatron-core changed: {module}.{attr} is gone; update FUNCTION_SHIMS")
+        setattr(mod, attr, globals()[repl])
+        _installed.append(f"{module}.{attr}")
+    return list(_installed)
+
+
+def shims_installed() -> bool:
+    return bool(_installed)
+
+
+# ---------------------------------------------------------------------------
+# process groups
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+    device: torch.device
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def initialize_distributed(tensor_model_parallel_size: int = 1,
+                           pipeline_model_parallel_size: int = 1,
+                           seed: int = 1234,
+                           timeout_minutes: int = 10) -> DistInfo:
+    """Start torch.distributed and megatron-core's parallel state.
+
+    Works under torchrun (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR set) and in a
+    single plain process (a private TCP store on a free loopback port).  NCCL
+    with CUDA, gloo without.  Validates the layout before creating groups so a
+    wrong layout is one clear error rather than a hang.
+    """
+    from megatron.core import parallel_state, tensor_parallel
+
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    tp, pp = tensor_model_parallel_size, pipeline_model_parallel_size
+    if tp < 1 or pp < 1:
+        raise ValueError(f"parallel sizes must be >= 1 (TP={tp}, PP={pp})")
+    if world % (tp * pp) != 0:
+        raise ValueError(
+            f"world size {world} is not divisible by TP x PP = {tp} x {pp} = {tp * pp}")
+
+    cuda = cuda_available()
+    backend = "nccl" if cuda else "gloo"
+    if cuda:
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+    else:
+        install_cpu_shims()
+        # Determinism and no oversubscription: one thread per rank unless set.
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")) or 1)
+
+    if not torch.distributed.is_initialized():
+        if "MASTER_ADDR" not in os.environ:
+            os.environ["MASTER_ADDR"] = "127.0.0.1"
+            os.environ["MASTER_PORT"] = str(_free_port())
+        torch.distributed.init_process_group(
+            backend=backend, rank=rank, world_size=world,
+            timeout=datetime.timedelta(minutes=timeout_minutes))
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+    model_parallel_seed(seed)
+    return DistInfo(rank, world, local_rank, backend, device())
+
+
+def model_parallel_seed(seed: int) -> None:
+    """Seed every RNG the way megatron-core's model_parallel_cuda_manual_seed does
+    (a tensor-parallel region seed offset by the TP rank), on CPU or GPU."""
+    from megatron.core import tensor_parallel
+
+    manual_seed(seed)
+    tensor_parallel.model_parallel_cuda_manual_seed(seed, force_reset_rng=True)
+    # model_parallel_cuda_manual_seed re-seeds "cuda" (= CPU generator under the
+    # shims) with the data-parallel seed; keep the CPU stream at `seed`.
+    torch.manual_seed(seed)
+
+
+def destroy_distributed() -> None:
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

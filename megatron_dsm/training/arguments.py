@@ -1,0 +1,132 @@
+"""Training options: one dataclass, Megatron-LM's flag names derived from it.
+
+``parse_args`` layers three sources, later wins: the dataclass defaults, a
+YAML file (``--config``; sections ``model:`` and ``train:``), the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from megatron_dsm.config import (ConfigError, add_arguments, field, from_namespace,
+                                 load_yaml)
+from megatron_dsm.models.config import PRESETS, ModelConfig, preset
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # model
+    model: str = field("tiny", help="model preset", choices=sorted(PRESETS))
+    use_te: bool | None = field(None, help="transformer-engine spec (default: when TE and CUDA are present)")
+    bf16: bool | None = field(None, help="bf16 mixed precision (default: on GPU yes, on CPU no)")
+    # parallelism
+    tensor_model_parallel_size: int = field(1, help="tensor parallel size (TP)")
+    pipeline_model_parallel_size: int = field(1, help="pipeline parallel size (PP)")
+    sequence_parallel: bool = field(False, help="sequence parallelism with TP")
+    # batches
+    micro_batch_size: int = field(4, help="sequences per micro-batch per data-parallel rank")
+    global_batch_size: int = field(16, help="sequences per optimizer step (all ranks)")
+    train_iters: int = field(100, help="optimizer steps")
+    # optimizer
+    lr: float = field(3e-3, help="peak learning rate")
+    min_lr: float = field(0.0, help="floor for cosine decay")
+    lr_decay_style: str = field("multistep", help="LR schedule", choices=("multistep", "cosine", "constant", "linear"))
+    lr_warmup_iters: int = field(0, help="linear warmup steps")
+    lr_decay_iters: int | None = field(None, help="decay horizon (default: train_iters)")
+    lr_multistep_milestones: tuple[float, ...] = field((0.8, 0.9), help="fractions of training where the multistep schedule drops")
+    lr_multistep_factors: tuple[float, ...] = field((0.316, 0.1), help="fraction of peak LR after each milestone")
+    weight_decay: float = field(0.1, help="AdamW weight decay")
+    adam_beta1: float = field(0.9, help="AdamW beta1")
+    adam_beta2: float = field(0.95, help="AdamW beta2")
+    adam_eps: float = field(1e-8, help="AdamW epsilon")
+    clip_grad: float = field(1.0, help="gradient clipping by global norm (0: off)")
+    seed: int = field(1234, help="random seed")
+    layout_independent_init: bool = field(True, help="initial weights independent of TP/PP layout")
+    # data
+    data_path: list[str] | None = field(None, help='blend: "w1 prefix1 w2 prefix2 ..." or one prefix')
+    mixture: str | None = field(None, help="mixture YAML (sources, weights) instead of --data-path")
+    split: str = field("98,2,0", help="train/valid/test split of each dataset")
+    data_cache_path: str | None = field(None, help="where GPTDataset caches its indices (default: SAVE/data_cache or a temp dir)")
+    tokenizer_fingerprint: str | None = field(None, help="expected tokenizer fingerprint of the data")
+    check_token_ids: bool = field(True, help="scan the data for ids >= vocab size before training")
+    # checkpoints
+    save: str | None = field(None, help="checkpoint directory")
+    load: str | None = field(None, help="checkpoint to resume from")
+    save_interval: int | None = field(None, help="save every N iterations")
+    finetune: bool = field(False, help="--load weights only; reset iteration, optimizer, scheduler")
+    exit_interval: int | None = field(None, help="stop after this iteration (for tests)")
+    # logging / eval
+    log_interval: int = field(10, help="iterations between log lines")
+    eval_interval: int | None = field(None, help="iterations between validation runs")
+    eval_iters: int = field(2, help="validation batches per evaluation")
+    tensorboard_dir: str | None = field(None, help="TensorBoard log dir")
+    wandb_project: str | None = field(None, help="Weights & Biases project (optional)")
+    log_json: str | None = field(None, help="also write each log line as JSON to this file")
+
+    def __post_init__(self):
+        if self.micro_batch_size <= 0 or self.global_batch_size <= 0:
+            raise ConfigError("micro and global batch sizes must be > 0")
+        if self.train_iters <= 0:
+            raise ConfigError(f"--train-iters must be > 0, got {self.train_iters}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if len(self.lr_multistep_milestones) != len(self.lr_multistep_factors):
+            raise ConfigError("--lr-multistep-milestones and --lr-multistep-factors differ in length")
+        if self.data_path and self.mixture:
+            raise ConfigError("give --data-path or --mixture, not both")
+        if self.save_interval is not None and self.save_interval <= 0:
+            raise ConfigError("--save-interval must be > 0")
+        if self.log_interval <= 0:
+            raise ConfigError("--log-interval must be > 0")
+
+    def data_parallel_size(self, world_size: int) -> int:
+        mp = self.tensor_model_parallel_size * self.pipeline_model_parallel_size
+        if world_size % mp:
+            raise ConfigError(f"world size {world_size} is not divisible by TP x PP = "
+                              f"{self.tensor_model_parallel_size} x "
+                              f"{self.pipeline_model_parallel_size} = {mp}")
+        return world_size // mp
+
+    def num_microbatches(self, dp: int) -> int:
+        per_step = self.micro_batch_size * dp
+        if self.global_batch_size % per_step:
+            raise ConfigError(f"--global-batch-size {self.global_batch_size} is not divisible by "
+                              f"micro batch {self.micro_batch_size} x data parallel {dp}")
+        return self.global_batch_size // per_step
+
+
+def build_parser(extra: type | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="megatron-dsm training", allow_abbrev=False)
+    p.add_argument("--config", default=None, help="YAML recipe (sections: model, train)")
+    add_arguments(p, TrainConfig, "training")
+    add_arguments(p, ModelConfig, "model overrides")
+    if extra is not None:
+        add_arguments(p, extra, extra.__name__)
+    return p
+
+
+_MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
+
+
+def parse_args(argv=None, extra: type | None = None):
+    """Returns (TrainConfig, ModelConfig[, extra]) from YAML + command line."""
+    parser = build_parser(extra)
+    ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    train_yaml, model_yaml, extra_yaml = {}, {}, {}
+    if ns.config:
+        train_yaml = load_yaml(ns.config, "train")
+        model_yaml = load_yaml(ns.config, "model")
+        if extra is not None:
+            extra_yaml = load_yaml(ns.config, getattr(extra, "yaml_section", "extra"))
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    tvals = {k: v for k, v in vars(ns).items() if k in train_fields}
+    train = from_namespace(TrainConfig, tvals, train_yaml)
+    mvals = {k: v for k, v in vars(ns).items() if k in _MODEL_FIELDS and v is not None}
+    model_cfg = preset(train.model, **{**model_yaml, **mvals})
+    if extra is None:
+        return train, model_cfg
+    extra_fields = {f.name for f in dataclasses.fields(extra)}
+    evals = {k: v for k, v in vars(ns).items() if k in extra_fields}
+    return train, model_cfg, from_namespace(extra, evals, extra_yaml)

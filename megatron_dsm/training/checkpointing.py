@@ -1,0 +1,159 @@
+"""Checkpoints through megatron-core's dist_checkpointing.
+
+Layout (DESIGN.md): ``SAVE/iter_0000100/`` plus
+``SAVE/latest_checkpointed_iteration.txt``.  A save goes to
+``SAVE/iter_0000100.tmp`` and is renamed when every rank has finished; the
+``latest`` file is then replaced atomically.  A run killed mid-save therefore
+leaves the previous checkpoint and the ``latest`` file pointing at it.
+
+The model and optimizer are saved as sharded tensors, so a checkpoint written
+at one TP/PP layout loads at another.  RNG states are per rank (one file each)
+and are restored only when the layout is unchanged; the rest (iteration,
+scheduler, data position, config) is common state.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+LATEST = "latest_checkpointed_iteration.txt"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def iter_dir(root: str | os.PathLike, iteration: int) -> Path:
+    return Path(root) / f"iter_{iteration:07d}"
+
+
+def read_latest(root: str | os.PathLike) -> int | None:
+    p = Path(root) / LATEST
+    if not p.is_file():
+        return None
+    text = p.read_text().strip()
+    if text == "release":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise CheckpointError(f"{p}: expected an iteration number, found {text!r}") from None
+
+
+def find_checkpoint(load: str) -> tuple[Path, int]:
+    """The directory to load and its iteration; one clear error if none."""
+    root = Path(load)
+    if not root.exists():
+        raise CheckpointError(f"--load {load}: no such directory")
+    # A direct iter_XXXXXXX directory is accepted too.
+    if root.name.startswith("iter_") and (root / "metadata.json").is_file():
+        return root, int(root.name[5:])
+    it = read_latest(root)
+    if it is None:
+        raise CheckpointError(f"--load {load}: no checkpoint ({LATEST} not found)")
+    d = iter_dir(root, it)
+    if not (d / "metadata.json").is_file():
+        raise CheckpointError(f"--load {load}: {LATEST} names iteration {it} but {d} is missing or incomplete")
+    return d, it
+
+
+def _barrier():
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def _world() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _layout() -> dict:
+    from megatron.core import parallel_state as ps
+
+    return {"tp": ps.get_tensor_model_parallel_world_size(),
+            "pp": ps.get_pipeline_model_parallel_world_size(),
+            "world": _world()}
+
+
+def unwrap(model):
+    """The GPTModel inside megatron-core's DDP wrapper (keys without 'module.')."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def sharded_state(model, optimizer=None, *, is_loading: bool = False) -> dict:
+    model_sd = unwrap(model).sharded_state_dict()
+    sd = {"model": model_sd}
+    if optimizer is not None:
+        sd["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading)
+    return sd
+
+
+def save_checkpoint(root: str, iteration: int, model, optimizer, common: dict,
+                    rng_state: dict | None = None) -> Path:
+    """Save and publish ``iter_{iteration}``; returns its final path."""
+    from megatron.core import dist_checkpointing
+
+    root_p = Path(root)
+    final = iter_dir(root_p, iteration)
+    tmp = final.with_name(final.name + ".tmp")
+    if _rank() == 0:
+        root_p.mkdir(parents=True, exist_ok=True)
+        # Leftovers of an interrupted save are never loaded; clear them.
+        for stale in root_p.glob("iter_*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    sd = sharded_state(model, optimizer)
+    sd["common"] = dict(common, layout=_layout())
+    dist_checkpointing.save(sd, str(tmp))
+    if rng_state is not None:
+        (tmp / "rng").mkdir(exist_ok=True)
+        torch.save(rng_state, tmp / "rng" / f"rank_{_rank():05d}.pt")
+    _barrier()
+    if _rank() == 0:
+        if final.exists():  # re-saving the same iteration: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _atomic_write(root_p / LATEST, str(iteration))
+    _barrier()
+    return final
+
+
+def load_checkpoint(load: str, model, optimizer=None, *, finetune: bool = False) -> dict:
+    """Load model (and unless ``finetune``, optimizer). Returns the common state
+    (with ``rng`` when the layout matches and ``iteration`` reset on finetune)."""
+    from megatron.core import dist_checkpointing
+
+    ckpt, iteration = find_checkpoint(load)
+    common = dist_checkpointing.load_common_state_dict(str(ckpt)).get("common", {})
+    sd = sharded_state(model, None if finetune else optimizer, is_loading=True)
+    loaded = dist_checkpointing.load(sd, str(ckpt))
+    unwrap(model).load_state_dict(loaded["model"], strict=True)
+    if not finetune and optimizer is not None:
+        optimizer.load_state_dict(loaded["optimizer"])
+    if finetune:
+        return {"iteration": 0, "loaded_from": str(ckpt), "source_iteration": iteration}
+    rng_file = ckpt / "rng" / f"rank_{_rank():05d}.pt"
+    if common.get("layout") == _layout() and rng_file.is_file():
+        common["rng"] = torch.load(rng_file, weights_only=False)
+    common["loaded_from"] = str(ckpt)
+    common.setdefault("iteration", iteration)
+    return common
