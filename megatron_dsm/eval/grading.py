@@ -194,7 +194,7 @@ _UNIT_WORDS = (
     r"liters?|l|ml|gallons?|cups?)"
 )
 _UNIT_TAIL_RE = re.compile(r"(?<=[\d}])\s*(?:\\(?:text|mbox|mathrm)\{\s*)?" + _UNIT_WORDS +
-                           r"(?:\^?\{?[23]\}?)?\}?\s*$", re.I)
+                           r"\}?(?:\^\{?[23]\}?)?\s*$", re.I)
 _TEXT_RE = re.compile(r"\\(?:text|textbf|mbox|mathrm|textnormal|mathbf)\{([^{}]*)\}")
 
 
