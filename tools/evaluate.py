@@ -92,7 +92,8 @@ def grade_problem(p, completions: list[str], cfg: EvalConfig, execute=None) -> d
             ans = prompts.run_pot(c, execute, cfg.exec_timeout)
             ok = ans is not None and grading.is_equiv(ans, p.answer)
         elif p.kind == "choice":
-            ans = grading.extract_choice(c)
+            multi = len(str(p.answer)) > 1
+            ans = grading.extract_choices(c) if multi else grading.extract_choice(c)
             ok = ans == str(p.answer).strip().upper()
         else:
             ans = grading.extract_answer(c)
@@ -191,7 +192,12 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
-    run(cfg)
+    from megatron_dsm.eval.benchmarks import BenchmarkError
+    try:
+        run(cfg)
+    except (BenchmarkError, FileNotFoundError) as e:
+        print(f"evaluate: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

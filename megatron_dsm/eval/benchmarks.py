@@ -124,8 +124,8 @@ def _choices_from_list(opts: list[str]) -> list[str]:
 
 
 def _gaokao_qa(r, i, name):
-    return Problem(id=f"{name}-{i}", question=r["question"].strip(), answer=r["label"], benchmark=name,
-                   kind="choice", language="zh", choices=_choices_from_list(r["options"]),
+    return Problem(id=f"{name}-{i}", question=r["question"].strip(), answer="".join(sorted(set(re.findall("[A-E]", r["label"])))),
+                   benchmark=name, kind="choice", language="zh", choices=_choices_from_list(r["options"]),
                    meta={"source": (r.get("other") or {}).get("source")})
 
 

@@ -182,6 +182,15 @@ def extract_choice(text: str) -> Optional[str]:
     return None
 
 
+def extract_choices(text: str) -> str:
+    """Letters of a multi-select answer ("A, D" / "\\boxed{AD}") as a sorted string."""
+    if not text:
+        return ""
+    seg = last_boxed(text) or _answer_after_phrase(text) or ""
+    seg = _TEXT_RE.sub(r"\1", seg)
+    return "".join(sorted(set(re.findall(r"(?<![A-Za-z])([A-E])(?![A-Za-z])", seg))))
+
+
 # ---------------------------------------------------------------------------
 # Normalisation
 # ---------------------------------------------------------------------------
@@ -651,6 +660,7 @@ def _pool() -> SymbolicPool:
 # ---------------------------------------------------------------------------
 
 _LATEXISH_RE = re.compile(r"[a-zA-Z\\^_]")
+_INT_RE = re.compile(r"-?\d+")
 
 
 def _equiv_norm(a: str, b: str, depth: int = 0, symbolic: bool = True) -> bool:
@@ -659,6 +669,9 @@ def _equiv_norm(a: str, b: str, depth: int = 0, symbolic: bool = True) -> bool:
         return True
     if not a or not b or depth > 4:
         return False
+    if _INT_RE.fullmatch(a) and _INT_RE.fullmatch(b):
+        STATS["numeric"] += 1
+        return int(a) == int(b)     # integers are exact: 70001 is not 70000
     va, vb = _numeric_value(a), _numeric_value(b)
     if va is not None and vb is not None:
         STATS["numeric"] += 1
@@ -724,6 +737,8 @@ def grade(completion: str, reference: str, *, grader: str = "dsm") -> bool:
     if grader != "dsm":
         raise ValueError(f"grade: unknown grader {grader!r} (use 'dsm' or 'math_verify')")
     ref = _strip_reference(reference)
+    if re.fullmatch(r"[A-E](?:[\s,]*[A-E])+", ref.strip()):     # multi-select (Gaokao)
+        return extract_choices(completion) == "".join(sorted(set(re.findall("[A-E]", ref))))
     if re.fullmatch(r"\(?[A-E]\)?", ref.strip()):
         return extract_choice(completion) == ref.strip("() ").upper()
     pred = extract_answer(completion)

@@ -106,6 +106,9 @@ COMPLETION_CASES = [
     (r"The solutions are $\boxed{2, -5}$.", "2,-5", True),
     (r"The answer is $\boxed{10\%}$", "10", True),
     (r"$\boxed{\$ 32.50}$", "32.5", True),
+    ("The answer is 70001.", "70000", False),
+    (r"The correct options are \boxed{A, D}", "AD", True),
+    (r"The correct options are \boxed{A}", "AD", False),
 ]
 
 
