@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import torch
@@ -59,6 +60,16 @@ def find_checkpoint(load: str) -> tuple[Path, int]:
     if not (d / "metadata.json").is_file():
         raise CheckpointError(f"--load {load}: {LATEST} names iteration {it} but {d} is missing or incomplete")
     return d, it
+
+
+def _fault_point(where: str, iteration: int) -> None:
+    """Fault injection for the crash-consistency test: with
+    ``DSM_FAULT_INJECT=kill_during_save:N`` the whole process group (the job,
+    as when a node dies) is SIGKILLed after iteration N's shards are written
+    and before they are published.  Run it in its own session."""
+    spec = os.environ.get("DSM_FAULT_INJECT", "")
+    if spec == f"kill_during_{where}:{iteration}":
+        os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 def _barrier():
@@ -127,6 +138,7 @@ def save_checkpoint(root: str, iteration: int, model, optimizer, common: dict,
     if rng_state is not None:
         (tmp / "rng").mkdir(exist_ok=True)
         torch.save(rng_state, tmp / "rng" / f"rank_{_rank():05d}.pt")
+    _fault_point("save", iteration)
     _barrier()
     if _rank() == 0:
         if final.exists():  # re-saving the same iteration: replace it

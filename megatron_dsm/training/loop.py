@@ -34,7 +34,8 @@ def lm_loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
     mask = loss_mask.float().view(-1)
     total = mask.sum()
     loss = torch.sum(losses * mask) / total.clamp(min=1.0)
-    return loss, {"lm loss": loss.detach()}
+    # clone: the schedule divides the returned loss in place by num_microbatches
+    return loss, {"lm loss": loss.detach().clone()}
 
 
 def gpt_forward_step(data_iterator, model):
