@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Transformer-engine spec, bf16, one GPU, ~1B Llama config: tokens/s and MFU.
+# Run wherever a GPU is available (e.g. inside the project's NGC image).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+exec "$PY" -m torch.distributed.run --nproc-per-node 1 benchmarks/gpu_smoke.py "$@"
