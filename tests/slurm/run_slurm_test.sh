@@ -1,0 +1,194 @@
+#!/bin/bash
+# A real Slurm on localhost: installs Debian's slurm-wlm and munge when absent,
+# starts munged (unless one runs), slurmctld and slurmd with a private config,
+# submits examples/slurm/pretrain_dsm.sbatch with 2 tasks (gloo on CPU) on a
+# synthetic corpus, and checks that the job log shows two ranks training.
+# Prints PASS or FAIL; exit status 0 only on PASS. Stops what it started.
+#
+# Env: SLURM_TEST_DIR (work dir, default a temp dir), SLURM_TEST_TIMEOUT
+# (seconds for the job, default 900), SLURM_TEST_ITERS (default 6),
+# PYTHON (default .venv/bin/python), SLURM_TEST_KEEP=1 keeps the work dir.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PYTHON=${PYTHON:-$REPO/.venv/bin/python}
+WORK=${SLURM_TEST_DIR:-$(mktemp -d /tmp/dsm-slurm.XXXXXX)}
+TIMEOUT=${SLURM_TEST_TIMEOUT:-900}
+ITERS=${SLURM_TEST_ITERS:-6}
+PIDS=()
+MUNGE_PIDFILE=""
+JOBID=""
+
+log() { echo "[slurm-test] $*"; }
+fail() {
+  echo "[slurm-test] $*" >&2
+  for f in "$WORK"/log/*.log; do [[ -f "$f" ]] && { echo "--- tail $f" >&2; tail -n 20 "$f" >&2; }; done
+  echo "FAIL: $*"
+  exit 1
+}
+
+cleanup() {
+  local rc=$?
+  if [[ -n "$JOBID" ]] && command -v scancel >/dev/null; then scancel "$JOBID" >/dev/null 2>&1 || true; fi
+  # Stop only the daemons this script started, by their pids.
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  if [[ -n "$MUNGE_PIDFILE" && -f "$MUNGE_PIDFILE" ]]; then
+    kill "$(cat "$MUNGE_PIDFILE")" 2>/dev/null || true
+  fi
+  [[ "${SLURM_TEST_KEEP:-0}" == 1 ]] || rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[[ -x "$PYTHON" ]] || fail "no python at $PYTHON: run 'make install' first (or set PYTHON)"
+
+# ---- 1. packages -------------------------------------------------------------
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+  [[ $(id -u) == 0 ]] || fail "slurm-wlm/munge are not installed and installing them needs root"
+  log "installing slurm-wlm and munge (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null || fail "apt-get update failed"
+  apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null \
+    || fail "apt-get install slurm-wlm munge failed"
+fi
+log "$(slurmctld -V)"
+
+mkdir -p "$WORK"/{state,spool,log,data,out} || fail "cannot create $WORK"
+
+# ---- 2. munge ----------------------------------------------------------------
+if [[ ! -s /etc/munge/munge.key ]]; then
+  log "creating /etc/munge/munge.key"
+  mkdir -p /etc/munge
+  if command -v mungekey >/dev/null; then mungekey --create --keyfile=/etc/munge/munge.key --force >/dev/null
+  else dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none; fi
+  chown munge:munge /etc/munge/munge.key 2>/dev/null || true
+  chmod 0400 /etc/munge/munge.key
+fi
+if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+  log "munged already running"
+else
+  mkdir -p /run/munge /var/log/munge /var/lib/munge
+  chown munge:munge /run/munge /var/log/munge /var/lib/munge 2>/dev/null || true
+  chmod 0755 /run/munge
+  MUNGE_PIDFILE=/run/munge/munged.pid
+  if id munge >/dev/null 2>&1 && command -v runuser >/dev/null; then
+    runuser -u munge -- munged || fail "munged did not start"
+  else
+    munged --force || fail "munged did not start"
+  fi
+  for _ in $(seq 1 20); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.5; done
+  munge -n | unmunge >/dev/null 2>&1 || fail "munge credentials do not round-trip"
+  log "munged started"
+fi
+
+# ---- 3. slurm.conf for this host ------------------------------------------------
+free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+HOST=$(hostname -s)
+CPUS=$(nproc); (( CPUS < 2 )) && CPUS=2
+CTLD_PORT=$(free_port); SLURMD_PORT=$(free_port)
+while [[ "$SLURMD_PORT" == "$CTLD_PORT" ]]; do SLURMD_PORT=$(free_port); done
+CONF=$WORK/slurm.conf
+# No cgroup plugins: proctrack/linuxproc and task/none work in containers.
+cat >"$CONF" <<EOF
+ClusterName=dsmtest
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
+AuthType=auth/munge
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation=$WORK/state
+SlurmdSpoolDir=$WORK/spool
+SlurmctldPidFile=$WORK/slurmctld.pid
+SlurmdPidFile=$WORK/slurmd.pid
+SlurmctldLogFile=$WORK/log/slurmctld.log
+SlurmdLogFile=$WORK/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+SlurmdParameters=config_overrides
+SlurmdTimeout=60
+InactiveLimit=0
+KillWait=10
+MinJobAge=300
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS State=UNKNOWN
+PartitionName=dsm Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+EOF
+export SLURM_CONF=$CONF
+# Unset the variables of any allocation this script itself runs in.
+unset SLURM_JOB_ID SLURM_JOBID SLURM_NODELIST SLURM_JOB_NODELIST SLURM_NTASKS SLURM_PROCID
+
+# ---- 4. daemons ---------------------------------------------------------------
+slurmctld -D -c -f "$CONF" >"$WORK/log/slurmctld.stdout.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 60); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 1; done
+scontrol ping 2>/dev/null | grep -q UP || fail "slurmctld did not come up"
+slurmd -D -f "$CONF" -N "$HOST" >"$WORK/log/slurmd.stdout.log" 2>&1 &
+PIDS+=($!)
+state=""
+for _ in $(seq 1 90); do
+  state=$(sinfo -h -n "$HOST" -o %T 2>/dev/null | head -n 1)
+  [[ "$state" == idle ]] && break
+  sleep 1
+done
+[[ "$state" == idle ]] || fail "node $HOST is '$state', not idle: $(scontrol show node "$HOST" 2>&1 | grep -i reason)"
+log "slurmctld and slurmd up on $HOST ($CPUS CPUs), node idle"
+
+# ---- 5. corpus and job ----------------------------------------------------------
+DATA=$WORK/data/synth
+"$PYTHON" -c "import sys; sys.path.insert(0, '$REPO/tests/training'); from synthetic import write_corpus; write_corpus('$DATA')" \
+  || fail "could not write the synthetic corpus"
+OUT=$WORK/out/job-%j.out
+JOBID=$(cd "$REPO" && DATA_PATH=$DATA TRAIN_ITERS=$ITERS TP=1 PP=1 PYTHON=$PYTHON \
+  sbatch --parsable --chdir="$REPO" --job-name=dsm-slurm-test --nodes=1 --ntasks=2 \
+    --ntasks-per-node=2 --cpus-per-task=1 --time=30:00 --output="$OUT" \
+    examples/slurm/pretrain_dsm.sbatch \
+      --vocab-size 256 --seq-length 64 --num-layers 2 --micro-batch-size 2 \
+      --global-batch-size 8 --lr 3e-3 --log-interval 1 --seed 7 \
+      --data-cache-path "$WORK/data/cache") || fail "sbatch failed"
+JOBID=${JOBID%%;*}
+LOG=$WORK/out/job-$JOBID.out
+log "submitted job $JOBID (2 tasks, gloo); waiting up to ${TIMEOUT}s"
+
+t0=$SECONDS
+jstate=""
+while (( SECONDS - t0 < TIMEOUT )); do
+  jstate=$(scontrol show job "$JOBID" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
+  case "$jstate" in
+    COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED|BOOT_FAIL|DEADLINE) break ;;
+  esac
+  sleep 3
+done
+exitcode=$(scontrol show job "$JOBID" 2>/dev/null | grep -o ' ExitCode=[0-9:]*' | cut -d= -f2)
+log "job $JOBID: state $jstate, exit code $exitcode, $((SECONDS - t0))s"
+echo "----- job log ($LOG) -----"
+cat "$LOG" 2>/dev/null || echo "(no log)"
+echo "-------------------------"
+[[ "$jstate" == COMPLETED ]] || { [[ -z "$jstate" || "$jstate" == RUNNING || "$jstate" == PENDING ]] && fail "job $JOBID did not finish in ${TIMEOUT}s (state '$jstate')"; fail "job $JOBID ended $jstate (exit $exitcode)"; }
+JOBID_DONE=$JOBID; JOBID=""
+
+# ---- 6. checks ------------------------------------------------------------------
+grep -qE '^0: rank 0/2 ' "$LOG" || fail "no rank 0 of 2 in the job log"
+grep -qE '^1: rank 1/2 ' "$LOG" || fail "no rank 1 of 2 in the job log"
+grep -qE 'DP=2' "$LOG" || fail "the log does not name DP=2 (two data-parallel ranks)"
+n=$(grep -cE 'iteration +[0-9]+/ *'"$ITERS"' \| .*lm loss: ' "$LOG")
+[[ "$n" -ge "$ITERS" ]] || fail "expected $ITERS Megatron iteration lines, found $n"
+grep -qE "iteration +$ITERS/ *$ITERS \|" "$LOG" || fail "training did not reach iteration $ITERS"
+first=$(grep -oE 'lm loss: [0-9.E+-]+' "$LOG" | head -n 1 | cut -d' ' -f3)
+last=$(grep -oE 'lm loss: [0-9.E+-]+' "$LOG" | tail -n 1 | cut -d' ' -f3)
+log "job $JOBID_DONE: ranks 0 and 1 of 2 started, DP=2, $n iteration lines, lm loss $first -> $last"
+echo "PASS: slurm job $JOBID_DONE trained on 2 ranks (DP=2) for $ITERS iterations"
