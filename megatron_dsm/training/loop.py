@@ -98,6 +98,7 @@ class Trainer:
         self.iteration = 0
         self.consumed_samples = 0
         self.rank = torch.distributed.get_rank()
+        self._metrics_src: int | None = None
         self.writer = MetricsWriter(
             enabled=self.rank == 0, tensorboard_dir=train.tensorboard_dir,
             wandb_project=train.wandb_project, json_path=train.log_json,
@@ -202,17 +203,16 @@ class Trainer:
         n = max(vec[-1].item(), 1.0)
         return {k: vec[i].item() / n for i, k in enumerate(keys)}
 
-    @functools.lru_cache(maxsize=None)
     def _last_stage_rank0(self) -> int:
-        ranks = self.ps.get_pipeline_model_parallel_group()
-        last = torch.distributed.get_process_group_ranks(ranks)[-1] if ranks is not None else 0
-        # Lowest-numbered rank among last-stage, TP-rank-0 ranks.
-        t = torch.tensor([self.rank if (self.ps.is_pipeline_last_stage() and
-                                        self.ps.get_tensor_model_parallel_rank() == 0)
-                          else 1 << 30], dtype=torch.int64)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-        del last
-        return int(t.item())
+        """Lowest global rank on the last pipeline stage with TP rank 0 (it
+        holds the losses); computed once."""
+        if self._metrics_src is None:
+            mine = self.rank if (self.ps.is_pipeline_last_stage()
+                                 and self.ps.get_tensor_model_parallel_rank() == 0) else 1 << 30
+            t = torch.tensor([mine], dtype=torch.int64)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+            self._metrics_src = int(t.item())
+        return self._metrics_src
 
     def current_lr(self) -> float:
         return self.scheduler.current_lr() if self.scheduler else 0.0
@@ -309,8 +309,8 @@ def pretrain(train: TrainConfig, model_cfg: ModelConfig, *, eod: int | None = No
         if train.exit_interval and it % train.exit_interval == 0:
             trainer.writer.text(f"exiting at iteration {it} (--exit-interval)")
             break
-    if train.save and (not train.save_interval or trainer.iteration % train.save_interval) \
-            and trainer.iteration > 0 and not train.exit_interval:
+    # Always leave a checkpoint of the final state (unless it was just saved).
+    if train.save and trainer.iteration > 0 and not trainer.should_save():
         trainer.save()
     trainer.close()
     return last
