@@ -242,7 +242,10 @@ def dataset_counts(prefix: str) -> tuple[int, int]:
 
 
 def iter_documents(prefix: str) -> Iterable[np.ndarray]:
-    """Yield each document's token ids (its sequences concatenated)."""
+    """Yield each document's token ids (its sequences concatenated).
+
+    Copies, not views: megatron-core's reader unmaps its buffer when it is
+    garbage-collected, and a view outliving it would point at freed memory."""
     ds = open_dataset(prefix)
     doc_idx = ds.index.document_indices
     lens = ds.index.sequence_lengths
@@ -253,4 +256,4 @@ def iter_documents(prefix: str) -> Iterable[np.ndarray]:
             yield np.zeros(0, dtype=ds.index.dtype)
             continue
         n = int(lens[s:e].sum())
-        yield ds.bin_reader.read(dtype=ds.index.dtype, count=n, offset=int(ptrs[s]))
+        yield np.array(ds.bin_reader.read(dtype=ds.index.dtype, count=n, offset=int(ptrs[s])))

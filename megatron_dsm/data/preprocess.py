@@ -182,7 +182,19 @@ class SentenceSplitter:
     def split(self, text: str) -> list[str]:
         out: list[str] = []
         for i in range(0, len(text), SLICE_CHARS):
-            out.extend(self._tok.tokenize(text[i:i + SLICE_CHARS]))
+            piece = text[i:i + SLICE_CHARS]
+            if not self.keep_newlines:
+                out.extend(self._tok.tokenize(piece))
+                continue
+            # Punkt's boundary realignment drops whitespace after a closing
+            # bracket or quote; with keep_newlines every gap is given back to
+            # the sentence before it, so the sentences join into the text.
+            starts = [s for s, _ in self._tok.span_tokenize(piece)]
+            if not starts:
+                out.append(piece)
+                continue
+            starts[0] = 0
+            out.extend(piece[a:b] for a, b in zip(starts, starts[1:] + [len(piece)]))
         return out
 
 
@@ -497,12 +509,13 @@ def _set_thread_env(threads: int) -> None:
 
 
 def process_partition(cfg: PreprocessConfig, units: list[Unit], out_base: str, threads: int,
-                      splitter: SentenceSplitter | None, position: int = 0) -> dict:
+                      splitter: SentenceSplitter | None, position: int = 0, tok=None) -> dict:
     """Tokenize ``units`` in order into ``{out_base}_{key}_{level}`` datasets."""
     from tqdm import tqdm
 
     _set_thread_env(threads)
-    tok = build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)
+    if tok is None:
+        tok = build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)
     enc = _Encoder(cfg, tok, splitter, threads)
     dtype = indexed.optimal_dtype(tok.vocab_size)
     writers = {k: indexed.IndexedDatasetWriter(cfg.key_prefix(k, out_base), dtype) for k in cfg.json_keys}
@@ -586,7 +599,7 @@ def run(cfg: PreprocessConfig) -> dict:
     plan = plan_partitions(files, cfg.partitions)
     threads_each = max(1, cfg.workers // max(1, len(plan)))
     if len(plan) == 1:
-        results = [process_partition(cfg, plan[0], cfg.output_prefix, threads_each, splitter)]
+        results = [process_partition(cfg, plan[0], cfg.output_prefix, threads_each, splitter, tok=tok)]
         shard_bases = [cfg.output_prefix]
     else:
         shard_bases = [f"{cfg.output_prefix}.part{i:04d}" for i in range(len(plan))]

@@ -114,8 +114,9 @@ class HFTokenizer(Tokenizer):
         self.eod = self._special_id(config.get("eos_token"), _EOS_CANDIDATES)
         self.bos = self._special_id(config.get("bos_token"), _BOS_CANDIDATES)
         self.pad = self._special_id(config.get("pad_token"), _PAD_CANDIDATES)
-        canonical = json.dumps(json.loads(self._tok.to_str()), sort_keys=True).encode()
-        self.fingerprint = _sha256(b"hf", canonical, repr((self.eod, self.bos, self.pad)).encode())
+        # to_str() serialises the loaded model in a fixed field order, so the
+        # same vocabulary and settings hash alike whatever the file's layout
+        self.fingerprint = _sha256(b"hf", self._tok.to_str().encode(), repr((self.eod, self.bos, self.pad)).encode())
 
     def _special_id(self, configured, candidates) -> int | None:
         if isinstance(configured, dict):  # AddedToken serialised as a dict

@@ -330,8 +330,11 @@ def tiny_gpt():
     from megatron_dsm.models.config import ModelConfig
     from megatron_dsm.models.gpt import build_model, layout_independent_init, transformer_config
 
+    import os
+
     owned = not torch.distributed.is_initialized()
     threads = torch.get_num_threads()
+    env = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
     platform.initialize_distributed(seed=1234)
     assert parallel_state.get_tensor_model_parallel_world_size() == 1
     mcfg = ModelConfig(num_layers=2, hidden_size=64, num_attention_heads=4, ffn_hidden_size=176,
@@ -343,6 +346,11 @@ def tiny_gpt():
     yield model
     if owned:
         platform.destroy_distributed()
+        for k, v in env.items():  # leave no private port behind for later tests
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     torch.set_num_threads(threads)
 
 
