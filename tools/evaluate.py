@@ -30,6 +30,8 @@ class EvalConfig:
     output: str = field("runs/eval/generations.jsonl", help="per-problem records (jsonl; resumable)")
     backend: str = field("jsonl", help="generation back end (jsonl, hf, or a registered one)")
     model: str = field("", help="model path / name for model back ends")
+    checkpoint: str = field("", help="training-loop checkpoint folder (backend megatron)")
+    tokenizer: str = field("", help="tokenizer.json / folder / .model (backend megatron; hf: override)")
     generations: str = field("", help="jsonl of existing generations (backend jsonl)")
     style: str = field("instruct", help="prompt style", choices=("instruct", "fewshot", "pot", "tool"))
     n_samples: int = field(1, help="samples per problem (first is greedy when temperature is 0)")
@@ -53,7 +55,9 @@ class EvalConfig:
             raise ValueError("--n-samples > 1 needs --temperature > 0 (greedy samples are identical)")
         if self.backend == "jsonl" and not self.generations:
             raise ValueError("--backend jsonl needs --generations FILE")
-        if self.backend != "jsonl" and not self.model:
+        if self.backend == "megatron" and not (self.checkpoint or self.model):
+            raise ValueError("--backend megatron needs --checkpoint DIR")
+        if self.backend not in ("jsonl", "megatron") and not self.model:
             raise ValueError(f"--backend {self.backend} needs --model")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
@@ -118,6 +122,11 @@ def run(cfg: EvalConfig, generator=None) -> dict:
         problems += benchmarks.load_benchmark(b, cfg.data_root or None, cfg.limit or None)
     if generator is None:
         gkw = {"path": cfg.generations} if cfg.backend == "jsonl" else {"model": cfg.model}
+        if cfg.backend == "megatron":
+            import megatron_dsm.eval.megatron_backend  # noqa: F401  (registers "megatron")
+            gkw = {"checkpoint": cfg.checkpoint or cfg.model, "tokenizer": cfg.tokenizer or None}
+        elif cfg.tokenizer:
+            gkw["tokenizer"] = cfg.tokenizer
         generator = make_generator(cfg.backend, **gkw)
 
     out = Path(cfg.output)
@@ -192,10 +201,12 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
+    from megatron_dsm.data.tokenizer import TokenizerError
     from megatron_dsm.eval.benchmarks import BenchmarkError
+    from megatron_dsm.eval.megatron_backend import BackendError
     try:
         run(cfg)
-    except (BenchmarkError, FileNotFoundError) as e:
+    except (BenchmarkError, FileNotFoundError, BackendError, TokenizerError) as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,423 @@
+"""The one generation routine shared by evaluation and GRPO rollouts.
+
+``generate`` samples autoregressively from a megatron-core ``GPTModel`` in
+process, with megatron-core's own KV cache: a
+``megatron.core.inference.contexts.StaticInferenceContext`` passed as
+``inference_context=`` to ``GPTModel.forward``.  The prompt batch is encoded
+once (prefill) and each later step feeds one token per row.
+
+Padding.  Prompts of different lengths are left-padded so that the last
+prompt token of every row sits in the same column (the static context keeps
+one shared sequence offset, and GPTModel returns only the last column's
+logits).  Pad keys are hidden by an explicit boolean attention mask (True =
+masked, as megatron-core's softmax expects); a right-padded batch is
+accepted and moved to the left first.  RoPE scores depend only on relative
+positions, so the constant shift a row's left padding adds changes nothing.
+
+Tensor parallelism.  Logits come out vocab-parallel; they are gathered with
+``gather_from_tensor_model_parallel_region`` (with the KV cache GPTModel
+insists on doing that itself, ``runtime_gather_output=True``, through the
+same function inside its output ColumnParallelLinear) and the token chosen on the TP
+source rank is broadcast to the TP group, so every TP rank feeds the same
+tokens.  Pipeline parallelism is not supported here (PP>1 is refused).
+
+The KV cache buffers are allocated here rather than by megatron-core:
+``Attention._allocate_memory`` (megatron/core/transformer/attention.py,
+megatron-core 0.16.1) allocates on ``torch.cuda.current_device()``, which
+fails on a CPU-only build.  Attention allocates only when a layer has no
+entry in ``key_value_memory_dict``, so pre-filling that dict with buffers of
+the same shape ``[max_seq, max_batch, kv_heads_per_partition, head_dim]`` on
+``platform.device()`` keeps megatron-core's cache logic unchanged.
+
+``token_logprobs`` gives per-token log-probabilities from vocab-parallel
+logits through ``tensor_parallel.vocab_parallel_cross_entropy`` (on a clone:
+it overwrites its input), with the same temperature and vocab cut as the
+sampler, so rollout and training agree.
+
+``RolloutEngine`` is the interface a vLLM or SGLang engine implements later;
+``MegatronRolloutEngine`` is the in-process one.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import time
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from megatron_dsm import platform
+
+
+class GenerationError(ValueError):
+    """Bad generation arguments; the message says which and why."""
+
+
+@dataclasses.dataclass
+class SamplingParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.0          # 0: greedy
+    top_p: float = 1.0
+    n: int = 1                        # samples per prompt (G)
+    stop_ids: tuple[int, ...] = ()    # token ids that end a row (kept in the output)
+    stop_strings: tuple[str, ...] = ()  # text that ends a row (needs a decode function)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1:
+            raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.n < 1:
+            raise GenerationError(f"n (samples per prompt) must be >= 1, got {self.n}")
+
+
+@dataclasses.dataclass
+class GenerationOutput:
+    """One row per (prompt, sample), prompt-major: row ``i * n + j`` is sample
+    ``j`` of prompt ``i``."""
+
+    prompts: list[list[int]]          # prompt ids per row
+    completions: list[list[int]]      # generated ids per row, cut after the stop
+    logprobs: list[list[float]]       # log-prob of each generated id under the sampler
+    finished: list[bool]              # True if a stop id / string ended the row
+    new_tokens: int                   # tokens generated (all rows, before cutting)
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def _check_pp() -> None:
+    from megatron.core import parallel_state as ps
+
+    if ps.model_parallel_is_initialized() and ps.get_pipeline_model_parallel_world_size() > 1:
+        raise GenerationError("in-process generation supports pipeline parallel size 1 only "
+                              f"(got PP={ps.get_pipeline_model_parallel_world_size()})")
+
+
+def _tp_size() -> int:
+    from megatron.core import parallel_state as ps
+
+    return ps.get_tensor_model_parallel_world_size() if ps.model_parallel_is_initialized() else 1
+
+
+def ragged_from_padded(tokens: torch.Tensor, lengths: Sequence[int],
+                       padding_side: str = "right") -> list[list[int]]:
+    """Rows of a padded [b, s] batch, given each row's real length."""
+    if padding_side not in ("left", "right"):
+        raise GenerationError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if tokens.dim() != 2 or tokens.size(0) != len(lengths):
+        raise GenerationError(f"tokens must be [batch, seq] with one length per row; got "
+                              f"{tuple(tokens.shape)} and {len(lengths)} lengths")
+    s = tokens.size(1)
+    rows = []
+    for r, n in zip(tokens.tolist(), lengths):
+        if not 0 < n <= s:
+            raise GenerationError(f"row length {n} outside 1..{s}")
+        rows.append(r[:n] if padding_side == "right" else r[s - n:])
+    return rows
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, dev: torch.device):
+    """[b, s] tokens left-padded with ``pad_id`` and a [b, s] bool mask of real tokens."""
+    s = max(len(r) for r in rows)
+    toks = torch.full((len(rows), s), pad_id, dtype=torch.long)
+    real = torch.zeros((len(rows), s), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        if len(r):
+            toks[i, s - len(r):] = torch.tensor(list(r), dtype=torch.long)
+            real[i, s - len(r):] = True
+    return toks.to(dev), real.to(dev)
+
+
+def attention_mask(real: torch.Tensor, q_len: int) -> torch.Tensor:
+    """megatron-core boolean mask [b, 1, q_len, k_len] (True = masked) for the
+    last ``q_len`` queries over keys ``real`` [b, k_len]: causal and no pads."""
+    k_len = real.size(1)
+    q_pos = torch.arange(k_len - q_len, k_len, device=real.device)
+    k_pos = torch.arange(k_len, device=real.device)
+    causal = k_pos[None, :] > q_pos[:, None]                    # [q, k]
+    return (causal[None, None] | ~real[:, None, None, :])
+
+
+def _mask_vocab_(logits: torch.Tensor, vocab_size: Optional[int], offset: int = 0) -> torch.Tensor:
+    """Exclude padded vocabulary entries (global id >= vocab_size)."""
+    if vocab_size is None:
+        return logits
+    ids = torch.arange(offset, offset + logits.size(-1), device=logits.device)
+    return logits.masked_fill(ids >= vocab_size, float("-inf"))
+
+
+def gather_logits(vocab_parallel_logits: torch.Tensor) -> torch.Tensor:
+    """Full-vocabulary logits on every TP rank."""
+    if _tp_size() == 1:
+        return vocab_parallel_logits
+    from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+    return gather_from_tensor_model_parallel_region(vocab_parallel_logits)
+
+
+def _broadcast_tp(t: torch.Tensor) -> torch.Tensor:
+    """The TP source rank's tensor on every rank of its TP group."""
+    if _tp_size() == 1:
+        return t
+    from megatron.core import parallel_state as ps
+
+    torch.distributed.broadcast(t, src=ps.get_tensor_model_parallel_src_rank(),
+                                group=ps.get_tensor_model_parallel_group())
+    return t
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
+                generator: Optional[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next tokens [b] and their log-probs under the (tempered, nucleus-cut)
+    distribution; greedy when temperature is 0 (log-prob then at temperature 1)."""
+    logits = logits.float()
+    if temperature == 0.0:
+        tok = logits.argmax(-1)
+        lp = torch.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1)
+        return tok, lp
+    logp = torch.log_softmax(logits / temperature, -1)
+    if top_p < 1.0:
+        sorted_lp, order = logp.sort(-1, descending=True)
+        probs = sorted_lp.exp()
+        before = probs.cumsum(-1) - probs        # mass strictly above each token
+        sorted_lp = sorted_lp.masked_fill(before >= top_p, float("-inf"))
+        logp = torch.full_like(logp, float("-inf")).scatter(-1, order, sorted_lp)
+        logp = torch.log_softmax(logp, -1)
+    probs = logp.exp()
+    tok = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+def _allocate_kv_cache(model, ctx, max_batch: int, max_seq: int, dtype: torch.dtype) -> None:
+    """Fill ``ctx.key_value_memory_dict`` for every self-attention layer (why:
+    see the module docstring: megatron-core allocates on a CUDA device)."""
+    from megatron.core.transformer.attention import Attention
+
+    dev = platform.device()
+    for m in model.modules():
+        if isinstance(m, Attention) and m.layer_number not in ctx.key_value_memory_dict:
+            groups = m.num_query_groups_per_partition
+            k = torch.empty(max_seq, max_batch, groups, m.key_hidden_size, dtype=dtype, device=dev)
+            v = torch.empty(max_seq, max_batch, groups, m.val_hidden_size, dtype=dtype, device=dev)
+            ctx.key_value_memory_dict[m.layer_number] = (k, v)
+
+
+def _hits_stop(text: str, stops: Sequence[str]) -> bool:
+    return any(s in text for s in stops)
+
+
+def _model_dtype(model) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+# ---------------------------------------------------------------------------
+# generation
+# ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
+             pad_id: int = 0, vocab_size: Optional[int] = None,
+             decode: Optional[Callable[[list[int]], str]] = None,
+             use_cache: bool = True) -> GenerationOutput:
+    """Sample ``params.n`` completions for each prompt (token id lists).
+
+    ``vocab_size`` excludes padded vocabulary entries; ``decode`` turns ids
+    into text for stop strings.  ``use_cache=False`` recomputes the whole
+    sequence every step (the reference the KV cache is tested against).
+    """
+    from megatron.core.inference.contexts import StaticInferenceContext
+
+    params.validate()
+    _check_pp()
+    if not prompts:
+        raise GenerationError("no prompts given")
+    if any(len(p) == 0 for p in prompts):
+        raise GenerationError("every prompt needs at least one token")
+    if params.stop_strings and decode is None:
+        raise GenerationError("stop strings need a decode function")
+    dev = platform.device()
+    rows = [list(p) for p in prompts for _ in range(params.n)]
+    tokens, real = left_pad(rows, pad_id, dev)
+    b, s0 = tokens.shape
+    total = s0 + params.max_new_tokens
+    gen = None
+    if params.temperature > 0:
+        gen = torch.Generator(device="cpu").manual_seed(params.seed)
+    stop_ids = torch.tensor(sorted(set(params.stop_ids)) or [-1], device=dev)
+
+    was_training = model.training
+    model.eval()
+    platform.synchronize()
+    t0 = time.perf_counter()
+    ctx = None
+    if use_cache:
+        ctx = StaticInferenceContext(max_batch_size=b, max_sequence_length=total)
+        _allocate_kv_cache(model, ctx, b, total, _model_dtype(model))
+    out_tok = torch.empty(b, 0, dtype=torch.long, device=dev)
+    out_lp = torch.empty(b, 0, dtype=torch.float32, device=dev)
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    finished = torch.zeros(b, dtype=torch.bool, device=dev)
+    steps = 0
+    try:
+        for step in range(params.max_new_tokens):
+            if ctx is not None and step > 0:
+                inp = tokens[:, -1:]
+                mask = attention_mask(real, 1)
+                ctx.enable_decode_mode()
+            else:
+                inp, mask = tokens, attention_mask(real, tokens.size(1))
+            pos = torch.arange(tokens.size(1) - inp.size(1), tokens.size(1), device=dev)
+            pos = pos[None].expand(b, -1)
+            if ctx is not None:
+                # GPTModel asserts runtime_gather_output in inference mode: its
+                # output layer then gathers with gather_from_tensor_model_parallel_region.
+                logits = model(inp, pos, mask, inference_context=ctx, runtime_gather_output=True)
+                ctx.sequence_len_offset += inp.size(1)
+                logits = logits[:, -1, :]                             # [b, v]
+            else:
+                logits = gather_logits(model(inp, pos, mask)[:, -1, :])  # [b, v/tp] -> [b, v]
+            logits = _mask_vocab_(logits, vocab_size)
+            nxt, lp = sample_next(logits, params.temperature, params.top_p, gen)
+            nxt = _broadcast_tp(nxt.contiguous())
+            lp = _broadcast_tp(lp.contiguous())
+            nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+            steps += 1
+            tokens = torch.cat([tokens, nxt[:, None]], 1)
+            real = torch.cat([real, ~done[:, None]], 1)
+            out_tok = torch.cat([out_tok, nxt[:, None]], 1)
+            out_lp = torch.cat([out_lp, lp[:, None]], 1)
+            hit = ~done & torch.isin(nxt, stop_ids)
+            if params.stop_strings:
+                # a running row's generated tokens are all real
+                for i in (~done & ~hit).nonzero().flatten().tolist():
+                    if _hits_stop(decode(out_tok[i].tolist()), params.stop_strings):
+                        hit[i] = True
+            finished |= hit
+            done |= hit
+            if bool(done.all()):
+                break
+    finally:
+        if was_training:
+            model.train()
+    platform.synchronize()
+    seconds = time.perf_counter() - t0
+
+    completions, logprobs = [], []
+    for i in range(b):
+        n_real = int(real[i, s0:].sum())
+        completions.append(out_tok[i, :n_real].tolist())
+        logprobs.append(out_lp[i, :n_real].tolist())
+    return GenerationOutput(prompts=rows, completions=completions, logprobs=logprobs,
+                            finished=finished.tolist(), new_tokens=steps * b, seconds=seconds)
+
+
+def cut_at_stop_string(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to (not including) its earliest stop string."""
+    cut = len(text)
+    for s in stops:
+        i = text.find(s)
+        if i >= 0:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+# ---------------------------------------------------------------------------
+# log-probs
+# ---------------------------------------------------------------------------
+
+
+def token_logprobs(model, tokens: torch.Tensor, *, temperature: float = 1.0,
+                   real: Optional[torch.Tensor] = None,
+                   vocab_size: Optional[int] = None) -> torch.Tensor:
+    """log p(tokens[:, t+1] | tokens[:, :t+1]) for t = 0..s-2, shape [b, s-1].
+
+    Differentiable (GRPO trains through it).  ``real`` [b, s] marks real
+    tokens when the batch is padded; right padding needs none (pads only
+    follow real tokens), left padding does.  ``temperature`` divides the
+    logits as the sampler does; ``vocab_size`` excludes padded vocabulary
+    entries as the sampler does.
+    """
+    from megatron.core import parallel_state as ps
+    from megatron.core import tensor_parallel
+
+    _check_pp()
+    if temperature <= 0:
+        raise GenerationError(f"log-prob temperature must be > 0, got {temperature}")
+    if tokens.dim() != 2 or tokens.size(1) < 2:
+        raise GenerationError(f"tokens must be [batch, seq>=2], got {tuple(tokens.shape)}")
+    b, s = tokens.shape
+    dev = tokens.device
+    mask = None
+    if real is not None:
+        if real.shape != tokens.shape:
+            raise GenerationError(f"real mask {tuple(real.shape)} does not match tokens {tuple(tokens.shape)}")
+        real = real.to(dev, torch.bool)
+        mask = attention_mask(real, s)
+    pos = torch.arange(s, device=dev)[None].expand(b, -1)
+    logits = model(tokens, pos, mask)                              # [b, s, v/tp]
+    logits = logits[:, :-1, :].transpose(0, 1).float()             # [s-1, b, v/tp]
+    if temperature != 1.0:
+        logits = logits / temperature
+    if vocab_size is not None:
+        part = logits.size(-1)
+        rank = ps.get_tensor_model_parallel_rank() if ps.model_parallel_is_initialized() else 0
+        logits = _mask_vocab_(logits, vocab_size, offset=rank * part)
+    target = tokens[:, 1:].transpose(0, 1).contiguous()
+    # clone: vocab_parallel_cross_entropy overwrites its logits argument.
+    nll = tensor_parallel.vocab_parallel_cross_entropy(logits.clone(), target)
+    return -nll.transpose(0, 1)
+
+
+# ---------------------------------------------------------------------------
+# the rollout-engine interface
+# ---------------------------------------------------------------------------
+
+
+class RolloutEngine(abc.ABC):
+    """Token-level sampling for GRPO and evaluation.  A vLLM or SGLang back
+    end implements the same two methods (and syncs weights in
+    ``update_weights``)."""
+
+    @abc.abstractmethod
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> GenerationOutput:
+        ...
+
+    def update_weights(self, model) -> None:
+        """Make the engine sample from ``model``'s current weights."""
+
+
+class MegatronRolloutEngine(RolloutEngine):
+    """Samples in process from the live megatron-core model (weights are
+    shared, so ``update_weights`` only swaps the model reference)."""
+
+    def __init__(self, model, *, pad_id: int = 0, vocab_size: Optional[int] = None,
+                 decode: Optional[Callable[[list[int]], str]] = None):
+        from megatron_dsm.training.checkpointing import unwrap
+
+        self.model = unwrap(model)
+        self.pad_id, self.vocab_size, self.decode = pad_id, vocab_size, decode
+        self.last_tokens_per_second = 0.0
+
+    def update_weights(self, model) -> None:
+        from megatron_dsm.training.checkpointing import unwrap
+
+        self.model = unwrap(model)
+
+    def generate(self, prompts, params):
+        out = generate(self.model, prompts, params, pad_id=self.pad_id,
+                       vocab_size=self.vocab_size, decode=self.decode)
+        self.last_tokens_per_second = out.tokens_per_second
+        return out

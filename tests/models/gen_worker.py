@@ -1,0 +1,78 @@
+"""Run under torchrun (or plain python for one process): build the same
+layout-independent tiny model at the given TP, then write greedy and sampled
+generations and token log-probs to OUT/rank_R.pt for the test to compare."""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from megatron_dsm import platform  # noqa: E402
+from megatron_dsm.models import generation as G  # noqa: E402
+from megatron_dsm.models.config import ModelConfig  # noqa: E402
+from megatron_dsm.models.gpt import build_model, layout_independent_init, transformer_config  # noqa: E402
+
+PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12], [3, 249, 17], [42]]
+VOCAB = 250
+
+
+def tiny_model(tp: int, pp: int = 1):
+    cfg = ModelConfig(num_layers=2, hidden_size=64, num_attention_heads=4, ffn_hidden_size=128,
+                      vocab_size=VOCAB, seq_length=64)
+    model = build_model(cfg, transformer_config(cfg, tp=tp, pp=pp))
+    layout_independent_init(model, seed=11, std=0.25, num_layers=cfg.num_layers)
+    return model
+
+
+def ensure_gather_shim():
+    """megatron.core.tensor_parallel.mappings._gather_along_last_dim allocates
+    its output on torch.cuda.current_device(); until platform.SHIMS covers that
+    module (reported to the platform owner), give it the same CPU stand-in the
+    platform shims use, here in the test worker only."""
+    module = "megatron.core.tensor_parallel.mappings"
+    if platform.cuda_available() or any(s.module == module for s in platform.SHIMS):
+        return
+    import importlib
+
+    importlib.import_module(module).torch = platform._CpuTorch()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tp", type=int, default=1)
+    ap.add_argument("--pp", type=int, default=1)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    platform.initialize_distributed(a.tp, a.pp, seed=5)
+    ensure_gather_shim()
+    rank = torch.distributed.get_rank()
+    out = Path(a.out)
+    if a.pp > 1:
+        model = tiny_model(a.tp, a.pp)
+        try:
+            G.generate(model, PROMPTS, G.SamplingParams(max_new_tokens=2))
+            msg = "no error"
+        except G.GenerationError as e:
+            msg = str(e)
+        (out / f"pp_rank_{rank}.txt").write_text(msg)
+        platform.destroy_distributed()
+        return
+    model = tiny_model(a.tp)
+    greedy = G.generate(model, PROMPTS, G.SamplingParams(max_new_tokens=12), vocab_size=VOCAB)
+    sampled = G.generate(model, PROMPTS, G.SamplingParams(max_new_tokens=12, temperature=1.0,
+                                                          top_p=0.9, n=3, seed=4), vocab_size=VOCAB)
+    seqs = [p + c for p, c in zip(greedy.prompts, greedy.completions)]
+    toks, real = G.left_pad(seqs, 0, platform.device())
+    with torch.no_grad():
+        lp = G.token_logprobs(model, toks, real=real, temperature=0.7, vocab_size=VOCAB)
+    torch.save({"greedy": greedy.completions, "sampled": sampled.completions,
+                "logprobs": lp, "real": real, "tps": greedy.tokens_per_second},
+               out / f"rank_{rank}.pt")
+    platform.destroy_distributed()
+
+
+if __name__ == "__main__":
+    main()
