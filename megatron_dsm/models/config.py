@@ -16,7 +16,7 @@ class ModelConfig:
     num_attention_heads: int = field(4, help="attention heads")
     num_query_groups: int | None = field(None, help="KV heads for GQA (None: = heads)")
     ffn_hidden_size: int = field(176, help="SwiGLU inner width")
-    vocab_size: int = field(256, help="tokenizer vocab size (padded by Megatron's rule)")
+    vocab_size: int | None = field(None, help="tokenizer vocab size, padded by Megatron's rule (default: from the data's tokenizer sidecar)")
     make_vocab_size_divisible_by: int = field(128, help="vocab padding unit (times TP)")
     seq_length: int = field(128, help="context length")
     max_position_embeddings: int | None = field(None, help="RoPE table size (None: seq_length)")
@@ -31,7 +31,7 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size",
                      "vocab_size", "seq_length"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"model: {name} must be > 0, got {getattr(self, name)}")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
@@ -62,6 +62,8 @@ class ModelConfig:
                               f"parallel size {pp}")
 
     def padded_vocab_size(self, tp: int = 1) -> int:
+        if self.vocab_size is None:
+            raise ConfigError("model vocab size unknown: give --vocab-size or data with a tokenizer sidecar")
         return pad_vocab_size(self.vocab_size, self.make_vocab_size_divisible_by, tp)
 
     def num_parameters(self, tp: int = 1) -> int:
@@ -91,10 +93,10 @@ PRESETS: dict[str, dict] = {
     "llama-1b": dict(
         num_layers=16, hidden_size=2048, num_attention_heads=16, ffn_hidden_size=5504,
         vocab_size=32000, seq_length=2048),
-    # Trains on 2 CPU cores in minutes.
+    # Trains on 2 CPU cores in minutes; vocab from the data's tokenizer.
     "tiny": dict(
         num_layers=4, hidden_size=128, num_attention_heads=4, ffn_hidden_size=352,
-        vocab_size=4096, seq_length=128),
+        seq_length=128),
 }
 
 

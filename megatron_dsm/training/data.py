@@ -71,6 +71,16 @@ def read_sidecar(prefix: str) -> dict:
     return {}
 
 
+def tokenizer_facts(prefix: str) -> dict:
+    """vocab_size / eod recorded by tools/preprocess_data.py ({} if absent)."""
+    side = read_sidecar(prefix)
+    tok = side.get("tokenizer") if isinstance(side.get("tokenizer"), dict) else {}
+    out = {k: tok[k] for k in ("vocab_size", "eod") if tok.get(k) is not None}
+    if "eod" in side and "eod" not in out:
+        out["eod"] = int(side["eod"])
+    return out
+
+
 def validate_blend(blend: Blend, vocab_size: int, *, check_token_ids: bool = True,
                    fingerprint: str | None = None) -> dict:
     """Check every prefix before building anything. Returns per-prefix stats."""
@@ -94,8 +104,9 @@ def validate_blend(blend: Blend, vocab_size: int, *, check_token_ids: bool = Tru
         if len(ds) == 0 or n_tokens == 0:
             raise ConfigError(f"data prefix {prefix}: holds 0 tokens (GPTDataset would never finish)")
         side = read_sidecar(prefix)
-        if side.get("tokenizer_fingerprint"):
-            fps[prefix] = side["tokenizer_fingerprint"]
+        fp = side.get("fingerprint") or (side.get("tokenizer") or {}).get("fingerprint")
+        if fp:
+            fps[prefix] = fp
         if check_token_ids:
             max_id = _max_token_id(ds)
             if max_id >= vocab_size:

@@ -250,9 +250,16 @@ def resolve_blend(train: TrainConfig):
 
 def pretrain(train: TrainConfig, model_cfg: ModelConfig, *, eod: int | None = None) -> dict:
     """Run continued pretraining; returns the last logged metrics."""
-    from megatron_dsm.training.data import BatchOrder, build_datasets, validate_blend
+    from megatron_dsm.training.data import (BatchOrder, build_datasets, tokenizer_facts,
+                                            validate_blend)
 
     blend = resolve_blend(train)
+    facts = tokenizer_facts(blend.prefixes[0]) if blend.prefixes else {}
+    if model_cfg.vocab_size is None:
+        if "vocab_size" not in facts:
+            raise ConfigError(f"model vocab size unknown: {blend.prefixes[0]}.json records no "
+                              f"tokenizer; pass --vocab-size")
+        model_cfg.vocab_size = int(facts["vocab_size"])
     # Validate data before any process group or model exists.
     stats = validate_blend(blend, model_cfg.vocab_size, check_token_ids=train.check_token_ids,
                            fingerprint=train.tokenizer_fingerprint)
@@ -264,7 +271,7 @@ def pretrain(train: TrainConfig, model_cfg: ModelConfig, *, eod: int | None = No
     eval_runs = (train.train_iters // train.eval_interval + 1) if train.eval_interval else 0
     num_samples = [train.train_iters * gbs, max(eval_runs * train.eval_iters * gbs, 1), 1]
     if eod is None:
-        eod = _eod_from_sidecar(blend.prefixes[0])
+        eod = int(facts.get("eod", 0))
     train_ds, valid_ds, _ = build_datasets(
         blend, seq_length=model_cfg.seq_length, seed=train.seed, split=train.split,
         num_samples=num_samples, cache_dir=_cache_dir(train), vocab_size=model_cfg.vocab_size,
@@ -334,19 +341,6 @@ def evaluate(trainer: Trainer, valid_ds) -> dict:
                 totals[k] = totals.get(k, 0.0) + v / t.eval_iters
     trainer.model.train()
     return totals
-
-
-def _eod_from_sidecar(prefix: str) -> int:
-    from megatron_dsm.training.data import read_sidecar
-
-    side = read_sidecar(prefix)
-    for key in ("eod", "eod_id"):
-        if key in side:
-            return int(side[key])
-    tok = side.get("tokenizer", {})
-    if isinstance(tok, dict) and "eod" in tok:
-        return int(tok["eod"])
-    return 0
 
 
 def main(argv=None) -> int:
