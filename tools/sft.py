@@ -1,0 +1,20 @@
+#!/usr/bin/env python
+"""Supervised fine-tuning (DeepSeekMath-Instruct).  Megatron-LM flags plus the
+SFT options of megatron_dsm.training.sft.SFTConfig; launch with torchrun (see
+examples/sft_dsm.sh).
+
+    python tools/sft.py --data-path out/sft --load base_ckpt --finetune \\
+        --lr 5e-5 --lr-decay-style constant --train-iters 500 --global-batch-size 256
+
+`--data-path` is a packed prefix written by tools/build_sft_data.py.  Exit
+status 2 with one line on stderr for bad options, data or checkpoints.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from megatron_dsm.training.sft import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
