@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Supervised fine-tuning (DeepSeekMath-Instruct) with torchrun (DESIGN.md contract).
+#
+#   bash examples/sft_dsm.sh                          # tiny model, GSM8K train SFT data, CPU, minutes
+#   TP=2 NPROC=2 bash examples/sft_dsm.sh             # tensor parallel on 2 CPU processes
+#   CONFIG=examples/configs/deepseekmath_instruct_7b.yaml DATA_PATH=/data/sft_776k \
+#     LOAD=/ckpt/dsm-base NPROC=8 NNODES=4 ... bash examples/sft_dsm.sh
+#
+# Environment: NPROC (processes per node), TP, PP, NNODES, NODE_RANK,
+# MASTER_ADDR, MASTER_PORT, TRAIN_ITERS, SAVE_DIR, DATA_PATH (a packed SFT
+# prefix from tools/build_sft_data.py), CONFIG (a recipe YAML), LOAD (the
+# pretrained checkpoint, loaded with --finetune: weights only).  Extra
+# arguments pass through to tools/sft.py.  With nothing set, SFT data is
+# built from GSM8K train (examples/data/gsm8k/train.jsonl, else
+# ../shared/data/train/gsm8k/train.jsonl) with the demo tokenizer, and the
+# tiny model is fine-tuned from runs/pretrain_tiny when that checkpoint
+# exists (else from its initialisation).  A SAVE_DIR that already holds a
+# checkpoint is resumed instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+NPROC=${NPROC:-1}
+TP=${TP:-1}
+PP=${PP:-1}
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+MASTER_PORT=${MASTER_PORT:-$((29500 + RANDOM % 1000))}
+SAVE_DIR=${SAVE_DIR:-runs/sft_tiny}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}
+
+args=()
+if [ -n "${CONFIG:-}" ]; then
+  args+=(--config "$CONFIG")
+fi
+if [ -n "${DATA_PATH:-}" ]; then
+  args+=(--data-path "$DATA_PATH")
+elif [ -z "${CONFIG:-}" ]; then
+  # Nothing given: SFT data from GSM8K train, tokenised with the demo tokenizer.
+  DEMO_DIR=${DEMO_DIR:-runs/demo_corpus}
+  SEQ=${SEQ_LENGTH:-512}
+  GSM8K=examples/data/gsm8k/train.jsonl
+  [ -f "$GSM8K" ] || GSM8K=../shared/data/train/gsm8k/train.jsonl
+  [ -f "$GSM8K" ] || { echo "error: no GSM8K train split (examples/data/gsm8k or ../shared/data/train/gsm8k)" >&2; exit 2; }
+  bash examples/build_demo_corpus.sh "$DEMO_DIR" >&2
+  SFT_PREFIX=runs/sft_data/gsm8k_sft_$SEQ
+  if [ ! -f "$SFT_PREFIX.json" ]; then
+    "$PY" tools/build_sft_data.py --input "$GSM8K" --format gsm8k --output-prefix "$SFT_PREFIX" \
+      --tokenizer-model "$DEMO_DIR/tokenizer" --seq-length "$SEQ" >&2
+  fi
+  args+=(--data-path "$SFT_PREFIX" --seq-length "$SEQ" --lr 1e-3 --lr-decay-style constant
+         --micro-batch-size 4 --global-batch-size 16 --log-interval 5 --weight-decay 0.0)
+  if [ -z "${LOAD:-}" ] && [ -f runs/pretrain_tiny/latest_checkpointed_iteration.txt ]; then
+    LOAD=runs/pretrain_tiny
+  fi
+fi
+args+=(--tensor-model-parallel-size "$TP" --pipeline-model-parallel-size "$PP"
+       --save "$SAVE_DIR" --save-interval "${SAVE_INTERVAL:-100}")
+if [ -z "${CONFIG:-}" ] || [ -n "${TRAIN_ITERS:-}" ]; then
+  args+=(--train-iters "${TRAIN_ITERS:-100}")
+fi
+if [ -f "$SAVE_DIR/latest_checkpointed_iteration.txt" ]; then
+  args+=(--load "$SAVE_DIR")
+elif [ -n "${LOAD:-}" ]; then
+  args+=(--load "$LOAD" --finetune)
+fi
+
+exec "$PY" -m torch.distributed.run \
+  --nproc-per-node "$NPROC" --nnodes "$NNODES" --node-rank "$NODE_RANK" \
+  --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" \
+  tools/sft.py "${args[@]}" "$@"
