@@ -150,7 +150,7 @@ log "slurmctld and slurmd up on $HOST ($CPUS CPUs), node idle"
 
 # ---- 5. corpus and job ----------------------------------------------------------
 DATA=$WORK/data/synth
-"$PYTHON" -c "import sys; sys.path.insert(0, '$REPO/tests/training'); from synthetic import write_corpus; write_corpus('$DATA')" \
+PYTHONWARNINGS=ignore "$PYTHON" -c "import sys; sys.path.insert(0, '$REPO/tests/training'); from synthetic import write_corpus; write_corpus('$DATA')" \
   || fail "could not write the synthetic corpus"
 OUT=$WORK/out/job-%j.out
 JOBID=$(cd "$REPO" && DATA_PATH=$DATA TRAIN_ITERS=$ITERS TP=1 PP=1 PYTHON=$PYTHON \
