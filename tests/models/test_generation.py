@@ -1,0 +1,230 @@
+"""The shared generation routine: KV cache vs recompute, padding, stops,
+sampling reproducibility, top-p, log-probs, bad input, and TP=2 vs TP=1."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from gen_worker import PROMPTS, VOCAB, tiny_model  # noqa: E402
+
+from megatron_dsm import platform  # noqa: E402
+from megatron_dsm.models import generation as G  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def model():
+    from megatron.core import parallel_state
+
+    started = not parallel_state.model_parallel_is_initialized()
+    platform.initialize_distributed(1, 1, seed=5)
+    yield tiny_model(1)
+    if started:
+        platform.destroy_distributed()
+
+
+def greedy(n=12, **kw):
+    return G.SamplingParams(max_new_tokens=n, **kw)
+
+
+def test_kv_cache_equals_recompute_greedy(model):
+    cached = G.generate(model, PROMPTS, greedy(16), vocab_size=VOCAB)
+    full = G.generate(model, PROMPTS, greedy(16), vocab_size=VOCAB, use_cache=False)
+    assert cached.completions == full.completions
+    assert all(len(c) == 16 for c in cached.completions)
+    diff = max(abs(a - b) for r1, r2 in zip(cached.logprobs, full.logprobs) for a, b in zip(r1, r2))
+    assert diff < 1e-4
+    assert cached.tokens_per_second > 0 and cached.new_tokens == 16 * len(PROMPTS)
+
+
+def test_padding_does_not_change_a_row(model):
+    batch = G.generate(model, PROMPTS, greedy(), vocab_size=VOCAB)
+    for i, p in enumerate(PROMPTS):
+        alone = G.generate(model, [p], greedy(), vocab_size=VOCAB)
+        assert alone.completions[0] == batch.completions[i]
+
+
+def test_right_and_left_padded_batches(model):
+    s = max(map(len, PROMPTS))
+    right = torch.zeros(len(PROMPTS), s, dtype=torch.long)
+    left = torch.zeros(len(PROMPTS), s, dtype=torch.long)
+    for i, p in enumerate(PROMPTS):
+        right[i, :len(p)] = torch.tensor(p)
+        left[i, s - len(p):] = torch.tensor(p)
+    lengths = [len(p) for p in PROMPTS]
+    assert G.ragged_from_padded(right, lengths, "right") == PROMPTS
+    assert G.ragged_from_padded(left, lengths, "left") == PROMPTS
+    with pytest.raises(G.GenerationError, match="padding_side"):
+        G.ragged_from_padded(right, lengths, "middle")
+
+
+def test_stop_id_and_stop_string(model):
+    ref = G.generate(model, PROMPTS[:1], greedy(12), vocab_size=VOCAB).completions[0]
+    # stop id: the 4th greedy token ends the row at its first occurrence (kept)
+    k = ref.index(ref[3])
+    out = G.generate(model, PROMPTS[:1], greedy(12, stop_ids=(ref[3],)), vocab_size=VOCAB)
+    assert out.completions[0] == ref[:k + 1] and out.finished == [True]
+    # stop string over the decoded text
+    decode = lambda ids: "".join(f"<{i}>" for i in ids)  # noqa: E731
+    k = ref.index(ref[5])
+    out = G.generate(model, PROMPTS[:1], greedy(12, stop_strings=(f"<{ref[5]}>",)),
+                     vocab_size=VOCAB, decode=decode)
+    assert out.completions[0] == ref[:k + 1] and out.finished == [True]
+    assert G.cut_at_stop_string(decode(out.completions[0]) + "tail", [f"<{ref[5]}>"]) == decode(ref[:k])
+    # a row that never stops runs to max_new_tokens and is not "finished"
+    none = G.generate(model, PROMPTS[:1], greedy(12, stop_ids=(VOCAB + 1,)), vocab_size=VOCAB)
+    assert none.completions[0] == ref and none.finished == [False]
+
+
+def test_stops_per_row_in_a_batch(model):
+    ref = G.generate(model, PROMPTS, greedy(10), vocab_size=VOCAB).completions
+    stop = ref[0][2]
+    out = G.generate(model, PROMPTS, greedy(10, stop_ids=(stop,)), vocab_size=VOCAB)
+    for r, o in zip(ref, out.completions):
+        expect = r[:r.index(stop) + 1] if stop in r else r
+        assert o == expect
+
+
+def test_g_samples_differ_and_are_reproducible(model):
+    p = G.SamplingParams(max_new_tokens=10, temperature=1.0, n=4, seed=123)
+    a = G.generate(model, PROMPTS[:2], p, vocab_size=VOCAB)
+    b = G.generate(model, PROMPTS[:2], p, vocab_size=VOCAB)
+    assert len(a.completions) == 8
+    assert a.completions == b.completions and a.logprobs == b.logprobs
+    for i in range(2):
+        group = [tuple(c) for c in a.completions[i * 4:(i + 1) * 4]]
+        assert len(set(group)) > 1, "samples of one prompt should differ at temperature 1"
+    c = G.generate(model, PROMPTS[:2], G.SamplingParams(max_new_tokens=10, temperature=1.0, n=4, seed=124),
+                   vocab_size=VOCAB)
+    assert c.completions != a.completions
+    # sampled ids never fall in the padded vocabulary
+    assert all(t < VOCAB for row in a.completions for t in row)
+
+
+def test_tiny_top_p_is_greedy(model):
+    ref = G.generate(model, PROMPTS, greedy(10), vocab_size=VOCAB).completions
+    out = G.generate(model, PROMPTS, G.SamplingParams(max_new_tokens=10, temperature=1.0, top_p=1e-6),
+                     vocab_size=VOCAB)
+    assert out.completions == ref
+    assert all(abs(x) < 1e-5 for row in out.logprobs for x in row)  # all mass on one token
+
+
+def test_token_logprobs_match_log_softmax_and_sampler(model):
+    T = 0.7
+    out = G.generate(model, PROMPTS, G.SamplingParams(max_new_tokens=8, temperature=T, seed=3),
+                     vocab_size=VOCAB)
+    seqs = [p + c for p, c in zip(out.prompts, out.completions)]
+    toks, real = G.left_pad(seqs, 0, platform.device())
+    with torch.no_grad():
+        lp = G.token_logprobs(model, toks, real=real, temperature=T, vocab_size=VOCAB)
+        logits = model(toks, torch.arange(toks.size(1))[None].expand(len(seqs), -1),
+                       G.attention_mask(real, toks.size(1)))
+    ref = torch.log_softmax(logits[:, :-1, :VOCAB].float() / T, -1).gather(-1, toks[:, 1:, None]).squeeze(-1)
+    assert (lp - ref)[real[:, 1:]].abs().max() < 1e-5
+    for i, c in enumerate(out.completions):   # the sampler's own log-probs agree
+        got = lp[i, -len(c):]
+        assert torch.allclose(got, torch.tensor(out.logprobs[i]), atol=1e-4)
+
+
+def test_token_logprobs_left_padding_and_grad(model):
+    seq = torch.tensor([PROMPTS[0] + [20, 21, 22]])
+    alone = G.token_logprobs(model, seq, vocab_size=VOCAB)
+    padded, real = G.left_pad([PROMPTS[0] + [20, 21, 22], [1, 2]], 0, platform.device())
+    both = G.token_logprobs(model, padded, real=real, vocab_size=VOCAB)
+    assert torch.allclose(both[0], alone[0], atol=1e-5)
+    both[0].sum().backward()     # differentiable: GRPO trains through it
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    model.zero_grad(set_to_none=True)
+
+
+def test_rollout_engine_interface(model):
+    eng = G.MegatronRolloutEngine(model, vocab_size=VOCAB)
+    out = eng.generate(PROMPTS[:2], greedy(5))
+    assert isinstance(eng, G.RolloutEngine)
+    assert out.completions == G.generate(model, PROMPTS[:2], greedy(5), vocab_size=VOCAB).completions
+    assert eng.last_tokens_per_second > 0
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(temperature=-1.0), "temperature"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(n=0), "samples per prompt"),
+    (dict(stop_strings=("x",)), "decode function"),
+])
+def test_bad_sampling_params(model, kw, msg):
+    with pytest.raises(G.GenerationError, match=msg):
+        G.generate(model, PROMPTS, G.SamplingParams(**kw))
+
+
+def test_bad_inputs(model):
+    with pytest.raises(G.GenerationError, match="no prompts"):
+        G.generate(model, [], greedy())
+    with pytest.raises(G.GenerationError, match="at least one token"):
+        G.generate(model, [[1, 2], []], greedy())
+    with pytest.raises(G.GenerationError, match="temperature"):
+        G.token_logprobs(model, torch.tensor([[1, 2, 3]]), temperature=0.0)
+    with pytest.raises(G.GenerationError, match="seq>=2"):
+        G.token_logprobs(model, torch.tensor([[1]]))
+
+
+# ---------------------------------------------------------------------------
+# tensor parallel (torchrun, gloo, 2 processes)
+# ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_worker(nproc: int, out: Path, *extra: str) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    # the in-process fixture's rendezvous variables must not leak into workers
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    worker = str(Path(__file__).parent / "gen_worker.py")
+    if nproc == 1:
+        cmd = [sys.executable, worker]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), worker]
+    p = subprocess.run(cmd + ["--out", str(out), *extra], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=240, start_new_session=True)
+    assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
+
+
+@pytest.mark.multiproc
+def test_tp2_equals_tp1(tmp_path):
+    one, two = tmp_path / "tp1", tmp_path / "tp2"
+    one.mkdir()
+    two.mkdir()
+    _run_worker(1, one, "--tp", "1")
+    _run_worker(2, two, "--tp", "2")
+    a = torch.load(one / "rank_0.pt")
+    b0, b1 = torch.load(two / "rank_0.pt"), torch.load(two / "rank_1.pt")
+    # every TP rank sampled the same tokens
+    assert b0["greedy"] == b1["greedy"] and b0["sampled"] == b1["sampled"]
+    # TP=2 greedy generation equals TP=1
+    assert a["greedy"] == b0["greedy"]
+    # log-probs at TP=2 equal TP=1 (fp32)
+    m = a["real"][:, 1:]
+    assert (a["logprobs"] - b0["logprobs"])[m].abs().max().item() <= 1e-5
+    assert torch.equal(b0["logprobs"], b1["logprobs"])
+
+
+@pytest.mark.multiproc
+def test_pipeline_parallel_is_refused(tmp_path):
+    _run_worker(2, tmp_path, "--pp", "2")
+    for r in (0, 1):
+        msg = (tmp_path / f"pp_rank_{r}.txt").read_text()
+        assert "pipeline parallel size 1 only" in msg
