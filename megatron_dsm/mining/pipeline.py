@@ -1,0 +1,228 @@
+"""datatrove pipeline steps for mining, and the executors that run them.
+
+Stages (each a list of datatrove ``PipelineStep`` run by one executor):
+
+* extract: ``WarcPageReader`` / ``JsonlPageReader`` -> :class:`ExtractText`
+  -> ``JsonlWriter``  (pages with math-preserving text, language, domain);
+* score:   ``JsonlReader`` -> :class:`ScorePages` -> ``JsonlWriter``
+  (every page with ``score`` and ``tokens``; each task also writes a small
+  id/score/tokens/url/title index used for global selection);
+* keep:    ``JsonlReader`` -> :class:`KeepIds` -> ``JsonlWriter``
+  (recalled pages; also used to pull seed-expansion pages).
+
+Every stage runs under datatrove's ``LocalPipelineExecutor`` (default) or
+``SlurmPipelineExecutor``; the same step objects are pickled to the workers.
+A stage writes into ``<out>.partial/`` and the folder is renamed to ``<out>/``
+only once every task has completed, so a folder without ``.partial`` is
+always whole; datatrove's per-task completion markers make a rerun skip
+finished tasks.  Output shards are ``jsonl.gz`` with metadata expanded to top
+level (``text``, ``id``, ``url``, ``score`` ...), readable by any jsonl reader.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from megatron_dsm.config import ConfigError, field
+from megatron_dsm.mining.domains import domain_of
+
+
+class ExtractText(PipelineStep):
+    """HTML pages -> text with math kept; text pages -> delimiters normalised. Adds lang and domain."""
+
+    name = "math-preserving extraction"
+    type = "EXTRACTOR"
+
+    def __init__(self, detect_language: bool = True):
+        super().__init__()
+        self.detect_language = detect_language
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from megatron_dsm.mining.html_to_text import detect_language, html_to_text, normalise_delimiters
+
+        for doc in data:
+            self.stat_update("pages_in")
+            meta = doc.metadata
+            fmt = meta.pop("format", "text")
+            with self.track_time():
+                if fmt == "html":
+                    ex = html_to_text(doc.text, url=meta.get("url"), with_lang=self.detect_language)
+                    text = ex.text
+                    if ex.title and not meta.get("title"):
+                        meta["title"] = ex.title
+                    if ex.math_count:
+                        meta["math_elements"] = ex.math_count
+                    if ex.lang:
+                        meta["lang"], meta["lang_score"] = ex.lang, ex.lang_score
+                else:
+                    text = normalise_delimiters(doc.text).strip()
+                    if text and self.detect_language:
+                        meta["lang"], meta["lang_score"] = detect_language(text)
+            if not text:
+                self.stat_update("skipped_empty_after_extraction")
+                continue
+            doc.text = text
+            meta["source_format"] = fmt
+            meta["domain"] = domain_of(meta.get("url"))
+            self.stat_update("pages_out")
+            yield doc
+
+
+class ScorePages(PipelineStep):
+    """Score every page with the classifier (batched fastText calls); store ``score`` and ``tokens``.
+
+    Writes ``index_folder/<rank>.tsv`` (id, score, tokens, url, title) when the task's input is done.
+    """
+
+    name = "fastText recall scoring"
+    type = "SCORER"
+
+    def __init__(self, model_path: str, index_folder: str | None = None, batch_size: int = 256):
+        super().__init__()
+        self.model_path = str(model_path)
+        self.index_folder = index_folder
+        self.batch_size = batch_size
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from megatron_dsm.mining.classifier import MathClassifier
+        from megatron_dsm.mining.recall import IndexRow, count_tokens, write_index
+
+        clf = MathClassifier.load(self.model_path)  # loaded in the worker: fastText models do not pickle
+        index: list = []
+        batch: list = []
+
+        def flush():
+            with self.track_time():
+                scores = clf.score_batch([d.text for d in batch])
+            for d, s in zip(batch, scores):
+                d.metadata["score"] = round(s, 6)
+                d.metadata["tokens"] = n = count_tokens(d.text)
+                if self.index_folder:
+                    index.append(IndexRow(d.id, s, n, d.metadata.get("url") or "", d.metadata.get("title") or ""))
+                self.stat_update("pages_scored")
+            out = list(batch)
+            batch.clear()
+            return out
+
+        for doc in data:
+            batch.append(doc)
+            if len(batch) >= self.batch_size:
+                yield from flush()
+        if batch:
+            yield from flush()
+        if self.index_folder:
+            write_index(Path(self.index_folder) / f"{rank:05d}.tsv", index)
+
+
+class KeepIds(PipelineStep):
+    """Pass only documents whose id is listed in ``ids_file`` (one id a line)."""
+
+    name = "keep listed ids"
+    type = "FILTER"
+
+    def __init__(self, ids_file: str, mark: str | None = None):
+        super().__init__()
+        self.ids_file = str(ids_file)
+        self.mark = mark
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from megatron_dsm.mining.recall import read_ids
+
+        keep = read_ids(self.ids_file)
+        for doc in data:
+            if doc.id in keep:
+                if self.mark:
+                    doc.metadata[self.mark] = True
+                self.stat_update("kept")
+                yield doc
+            else:
+                self.stat_update("dropped")
+
+
+# --------------------------------------------------------------------------
+# executors
+
+
+@dataclass
+class ExecutorConfig:
+    executor: str = field("local", help="datatrove executor", choices=("local", "slurm"))
+    tasks: int = field(1, help="datatrove tasks per stage (input files are sharded over tasks)")
+    workers: int = field(1, help="local executor: tasks run at once (1 runs in this process)")
+    slurm_partition: str = field("", help="slurm executor: partition")
+    slurm_time: str = field("24:00:00", help="slurm executor: time limit per task")
+    slurm_cpus_per_task: int = field(1, help="slurm executor: CPUs per task")
+    slurm_mem_per_cpu_gb: int = field(2, help="slurm executor: memory per CPU (GB)")
+    slurm_poll_s: float = field(30.0, help="slurm executor: seconds between checks that a stage finished")
+
+    def __post_init__(self):
+        if self.executor not in ("local", "slurm"):
+            raise ConfigError(f"executor must be local or slurm, got {self.executor!r}")
+        if self.tasks < 1 or self.workers < 1:
+            raise ConfigError(f"tasks and workers must be >= 1, got tasks={self.tasks} workers={self.workers}")
+        if self.executor == "slurm" and not self.slurm_partition:
+            raise ConfigError("--executor slurm needs --slurm-partition")
+
+
+def make_executor(pipeline: Sequence[PipelineStep], logging_dir: str | Path, cfg: ExecutorConfig, job_name: str,
+                  tasks: int | None = None):
+    tasks = tasks or cfg.tasks
+    if cfg.executor == "slurm":
+        from datatrove.executor.slurm import SlurmPipelineExecutor
+
+        return SlurmPipelineExecutor(
+            pipeline=list(pipeline), tasks=tasks, time=cfg.slurm_time, partition=cfg.slurm_partition,
+            cpus_per_task=cfg.slurm_cpus_per_task, mem_per_cpu_gb=cfg.slurm_mem_per_cpu_gb,
+            job_name=job_name, logging_dir=str(logging_dir), skip_completed=True)
+    from datatrove.executor.local import LocalPipelineExecutor
+
+    return LocalPipelineExecutor(pipeline=list(pipeline), tasks=tasks, workers=min(cfg.workers, tasks),
+                                 logging_dir=str(logging_dir), skip_completed=True)
+
+
+def run_stage(name: str, out_dir: Path, build, logs_dir: Path, cfg: ExecutorConfig,
+              tasks: int | None = None) -> Path:
+    """Run one stage unless ``out_dir`` is already complete; returns ``out_dir``.
+
+    ``build(partial_dir)`` returns the pipeline writing into ``partial_dir``.
+    With Slurm, this waits (polling datatrove's completion markers) so the
+    driver can read the stage's output before the next one.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.is_dir():
+        return out_dir
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    ex = make_executor(build(partial), Path(logs_dir) / name, cfg, job_name=name, tasks=tasks)
+    ex.run()
+    while cfg.executor == "slurm" and ex.get_incomplete_ranks():
+        time.sleep(cfg.slurm_poll_s)
+    incomplete = ex.get_incomplete_ranks()
+    if incomplete:
+        raise RuntimeError(f"stage {name}: tasks {incomplete[:10]} did not complete; see {logs_dir}/{name}")
+    os.replace(partial, out_dir)
+    return out_dir
+
+
+def jsonl_writer(folder: Path):
+    from datatrove.pipeline.writers.jsonl import JsonlWriter
+
+    return JsonlWriter(str(folder), output_filename="${rank}.jsonl.gz", expand_metadata=True)
+
+
+def jsonl_reader(folder: Path, **kw):
+    from datatrove.pipeline.readers.jsonl import JsonlReader
+
+    return JsonlReader(str(folder), glob_pattern="*.jsonl.gz", **kw)
+
+
+def remove_tree(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
