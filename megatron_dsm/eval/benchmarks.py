@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+VENDORED = Path(__file__).resolve().parents[2] / "examples" / "data"
 
 
 class BenchmarkError(ValueError):
@@ -179,6 +180,9 @@ for _spec in [
                   evaluable=False, note=_FORMAL_NOTE),
     BenchmarkSpec("minif2f_valid", "benchmarks/minif2f/validation.jsonl", _minif2f, kind="formal",
                   evaluable=False, note=_FORMAL_NOTE),
+    # The MIT-licensed copies vendored in examples/data: usable without ../shared.
+    BenchmarkSpec("gsm8k_vendored", str(VENDORED / "gsm8k" / "test.jsonl"), _gsm8k_openai),
+    BenchmarkSpec("math_vendored", str(VENDORED / "math" / "test.jsonl"), _math("math_vendored")),
 ]:
     register(_spec)
 
