@@ -54,14 +54,15 @@ JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
 class MiningConfig:
     input: list[str] = field(default_factory=list, help="files or folders of WARC/WET (.warc[.gz], .wet[.gz]) "
                                                           "and jsonl pages (url + text or html)")
-    seed: str = field("", help="jsonl of seed positives (text field), e.g. OpenWebMath")
+    seed_positives: str = field("", help="jsonl of seed positives (text field), e.g. OpenWebMath")
     negatives: str = field("", help="jsonl of negatives; default: random pages from the input pool")
     output: str = field("runs/mining", help="run directory (resumable)")
     max_iterations: int = field(4, help="iterations at most (paper: 4)")
     stop_overlap: float = field(0.98, help="stop when this share of an iteration's pages was already collected")
-    threshold: float = field(0.5, help="keep pages with P(math) >= threshold")
+    recall_threshold: float = field(0.5, help="keep pages with P(math) >= this")
     token_budget: int = field(0, help="keep only the top-scored pages up to this many tokens (0: no budget)")
     domain_fraction: float = field(0.10, help="a domain is math-related when more than this share is recalled")
+    domain_min_pages: int = field(1, help="a math-related domain needs at least this many pages")
     auto_accept_fraction: float = field(0.0, help="accept URL prefixes recalled at least this much (0: a person "
                                                    "fills the accept column of url_paths.tsv)")
     holdout_fraction: float = field(0.1, help="share of training examples held out for the F1 report")
@@ -76,13 +77,13 @@ class MiningConfig:
         for p in self.input:
             if not Path(p).exists():
                 raise ConfigError(f"mining: input {p} does not exist")
-        if not self.seed or not Path(self.seed).is_file():
-            raise ConfigError(f"mining: --seed must be a jsonl file of positives, got {self.seed!r}")
+        if not self.seed_positives or not Path(self.seed_positives).is_file():
+            raise ConfigError(f"mining: --seed-positives must be a jsonl file, got {self.seed_positives!r}")
         if self.negatives and not Path(self.negatives).is_file():
             raise ConfigError(f"mining: --negatives {self.negatives} is not a file")
         if self.max_iterations < 1:
             raise ConfigError(f"mining: max_iterations must be >= 1, got {self.max_iterations}")
-        for name in ("stop_overlap", "threshold", "domain_fraction", "auto_accept_fraction"):
+        for name in ("stop_overlap", "recall_threshold", "domain_fraction", "auto_accept_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"mining: {name} must be in [0, 1], got {v}")
@@ -138,7 +139,7 @@ def iter_jsonl_texts(path: str | Path) -> Iterator[dict]:
 
 
 def iter_shards(folder: Path) -> Iterator[dict]:
-    for p in sorted(Path(folder).glob("*.jsonl.gz")):
+    for p in sorted(Path(folder).glob("*.jsonl*")):
         yield from iter_jsonl_texts(p)
 
 
@@ -206,7 +207,7 @@ class MiningRun:
                 steps.append(WarcPageReader("/", paths_file=_paths_file(self.root / "inputs_warc.txt", warc)))
             if jsonl:
                 steps.append(JsonlPageReader("/", paths_file=_paths_file(self.root / "inputs_jsonl.txt", jsonl)))
-            return steps + [ExtractText(self.cfg.detect_language), jsonl_writer(out)]
+            return steps + [ExtractText(self.cfg.detect_language), jsonl_writer(out, self.ex_cfg.compression)]
 
         self.log(f"extract: {len(warc)} WARC/WET and {len(jsonl)} jsonl files")
         return run_stage("extract", self.root / "pages", build, self.logs, self.ex_cfg)
@@ -214,7 +215,7 @@ class MiningRun:
     def _training_data(self, it: int, expansion: set[str]) -> tuple[list[str], list[str]]:
         rng = random.Random(self.clf_cfg.seed + it)
         cap = self.clf_cfg.max_per_class
-        seed_rows = reservoir((r for r in iter_jsonl_texts(self.cfg.seed) if isinstance(r.get("text"), str)
+        seed_rows = reservoir((r for r in iter_jsonl_texts(self.cfg.seed_positives) if isinstance(r.get("text"), str)
                                and r["text"].strip()), cap, rng)
         positives = [r["text"] for r in seed_rows]
         seed_ids = {str(r.get("id")) for r in seed_rows if r.get("id") is not None}
@@ -257,17 +258,19 @@ class MiningRun:
         pages = self.root / "pages"
         run_stage(f"iter_{it:02d}_score", d / "scored", lambda out: [
             jsonl_reader(pages), ScorePages(str(model_path), index_folder=str(d / "index.partial")),
-            jsonl_writer(out)], self.logs, self.ex_cfg)
+            jsonl_writer(out, self.ex_cfg.compression)], self.logs, self.ex_cfg)
         if not (d / "index").is_dir():
             os.replace(d / "index.partial", d / "index")
         index = list(rec_mod.read_index(d / "index"))
-        recalled = rec_mod.select(index, self.cfg.threshold, self.cfg.token_budget)
+        recalled = rec_mod.select(index, self.cfg.recall_threshold, self.cfg.token_budget)
         rec_mod.write_ids(d / "recalled_ids.txt", recalled)
         run_stage(f"iter_{it:02d}_keep", d / "recalled", lambda out: [
-            jsonl_reader(d / "scored"), KeepIds(str(d / "recalled_ids.txt")), jsonl_writer(out)],
+            jsonl_reader(d / "scored"), KeepIds(str(d / "recalled_ids.txt")),
+            jsonl_writer(out, self.ex_cfg.compression)],
             self.logs, self.ex_cfg)
 
-        stats = dom_mod.discover(((r.id, r.url) for r in index), recalled, self.cfg.domain_fraction)
+        stats = dom_mod.discover(((r.id, r.url) for r in index), recalled, self.cfg.domain_fraction,
+                                    self.cfg.domain_min_pages)
         dom_mod.write_domains(d / "domains.tsv", stats)
         math_domains = {s.domain for s in stats if s.math_related}
         rows = up_mod.annotate(((r.id, r.url, r.title) for r in index), recalled, math_domains,
@@ -324,22 +327,28 @@ class MiningRun:
             if not final.exists():
                 os.symlink(collection.resolve(), final, target_is_directory=True)
             return final
+        comp = self.ex_cfg.compression
         return run_stage("final", self.root / "final",
-                         lambda out: [jsonl_reader(collection), *steps, jsonl_writer(out)], self.logs, self.ex_cfg,
-                         tasks=1)
+                         lambda out: [jsonl_reader(collection), *steps, jsonl_writer(out, comp)],
+                         self.logs, self.ex_cfg, tasks=1)
 
 
 def final_steps(cfg: MiningConfig, root: Path) -> list:
-    """Optional dedup / decontamination steps from their own modules (see DESIGN: mining/)."""
+    """Optional dedup (URL / exact / MinHash-LSH) and benchmark decontamination of the final collection.
+
+    Both steps come from their own modules; dedup keeps global state, so the
+    final stage runs as one task.
+    """
     steps: list = []
     if cfg.dedup:
-        from megatron_dsm.mining import dedup  # provided by the dedup module's author
+        from megatron_dsm.mining.dedup import CorpusDedup, DedupConfig
 
-        steps.append(dedup.pipeline_step())
+        steps.append(CorpusDedup(DedupConfig()))
     if cfg.decontaminate_benchmarks:
-        from megatron_dsm.mining import decontaminate
+        from megatron_dsm.mining.decontaminate import BenchmarkDecontamination, DecontConfig
 
-        steps.append(decontaminate.pipeline_step(cfg.decontaminate_benchmarks, str(root / "decontamination.json")))
+        steps.append(BenchmarkDecontamination(cfg.decontaminate_benchmarks, DecontConfig(),
+                                              report_folder=str(root / "decontamination")))
     return steps
 
 

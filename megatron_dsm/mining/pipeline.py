@@ -156,6 +156,7 @@ class ExecutorConfig:
     executor: str = field("local", help="datatrove executor", choices=("local", "slurm"))
     tasks: int = field(1, help="datatrove tasks per stage (input files are sharded over tasks)")
     workers: int = field(1, help="local executor: tasks run at once (1 runs in this process)")
+    compression: str = field("gzip", help="output shard compression", choices=("gzip", "none"))
     slurm_partition: str = field("", help="slurm executor: partition")
     slurm_time: str = field("24:00:00", help="slurm executor: time limit per task")
     slurm_cpus_per_task: int = field(1, help="slurm executor: CPUs per task")
@@ -167,6 +168,8 @@ class ExecutorConfig:
             raise ConfigError(f"executor must be local or slurm, got {self.executor!r}")
         if self.tasks < 1 or self.workers < 1:
             raise ConfigError(f"tasks and workers must be >= 1, got tasks={self.tasks} workers={self.workers}")
+        if self.compression not in ("gzip", "none"):
+            raise ConfigError(f"compression must be gzip or none, got {self.compression!r}")
         if self.executor == "slurm" and not self.slurm_partition:
             raise ConfigError("--executor slurm needs --slurm-partition")
 
@@ -211,16 +214,19 @@ def run_stage(name: str, out_dir: Path, build, logs_dir: Path, cfg: ExecutorConf
     return out_dir
 
 
-def jsonl_writer(folder: Path):
+def jsonl_writer(folder: Path, compression: str = "gzip"):
+    """Shards ``<rank>.jsonl.gz`` (or ``.jsonl`` with compression "none")."""
     from datatrove.pipeline.writers.jsonl import JsonlWriter
 
-    return JsonlWriter(str(folder), output_filename="${rank}.jsonl.gz", expand_metadata=True)
+    gz = compression == "gzip"
+    return JsonlWriter(str(folder), output_filename="${rank}.jsonl" + (".gz" if gz else ""),
+                       compression="gzip" if gz else None, expand_metadata=True)
 
 
 def jsonl_reader(folder: Path, **kw):
     from datatrove.pipeline.readers.jsonl import JsonlReader
 
-    return JsonlReader(str(folder), glob_pattern="*.jsonl.gz", **kw)
+    return JsonlReader(str(folder), glob_pattern="*.jsonl*", **kw)
 
 
 def remove_tree(path: Path) -> None:
