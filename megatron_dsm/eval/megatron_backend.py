@@ -14,7 +14,10 @@ tokens; outside torchrun a single process is started (TP=1).
 
 from __future__ import annotations
 
+import sys
 from typing import Optional, Sequence
+
+import torch
 
 from megatron_dsm.eval.generation import Generator, register_generator, truncate_at_stop
 
@@ -48,7 +51,7 @@ class MegatronGenerator(Generator):
 
     def __init__(self, checkpoint: Optional[str] = None, tokenizer: Optional[str] = None, *,
                  model: Optional[str] = None, tokenizer_type: str = "auto", tp: int = 1,
-                 seed: int = 0, add_bos: bool = False):
+                 seed: int = 0, add_bos: bool = False, verbose: bool = True):
         from megatron_dsm import platform
         from megatron_dsm.data.tokenizer import build_tokenizer
         from megatron_dsm.models.gpt import build_model, transformer_config
@@ -72,6 +75,7 @@ class MegatronGenerator(Generator):
         self.model.eval()
         self.seed = seed
         self.add_bos = add_bos
+        self.verbose = verbose and torch.distributed.get_rank() == 0
         self.pad_id = self.tok.pad if self.tok.pad is not None else (self.tok.eod or 0)
         self.vocab_size = min(self.tok.vocab_size, self.cfg.vocab_size)
         self.last_tokens_per_second = 0.0
@@ -97,6 +101,9 @@ class MegatronGenerator(Generator):
         out = generate(self.model, [self.encode(p) for p in prompts], params, pad_id=self.pad_id,
                        vocab_size=self.vocab_size, decode=self._decode)
         self.last_tokens_per_second = out.tokens_per_second
+        if self.verbose:
+            print(f"megatron generate: {len(prompts)} prompts x {n}, {out.new_tokens} tokens in "
+                  f"{out.seconds:.2f}s ({out.tokens_per_second:.1f} tokens/s)", file=sys.stderr)
         texts = [truncate_at_stop(self._decode(c), stop) for c in out.completions]
         return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
