@@ -1,0 +1,92 @@
+"""Options of the RL stage (GRPO and the unified-paradigm baselines).
+
+One dataclass; ``training.arguments.parse_args(argv, extra=RLConfig)`` turns
+it into flags (``--group-size``...) and reads the YAML section ``rl:``.
+Defaults are the paper's GRPO recipe where the paper gives one (beta 0.04,
+k3 KL in the loss, eps 0.2, per-sequence token mean, one policy update per
+exploration stage); sizes default to the toy task.
+
+Settings of the same loop (paper section 5.2, "unified paradigm"):
+
+    algorithm=rft          data from the initial (SFT) model, GC = 1 on correct
+    algorithm=online-rft   data from the live policy,         GC = 1 on correct
+    algorithm=grpo supervision=outcome   GRPO+OS
+    algorithm=grpo supervision=process   GRPO+PS
+    algorithm=ppo          PPO with a critic (value head, GAE) - the memory reference
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from megatron_dsm.config import ConfigError, field
+from megatron_dsm.rl.algorithms import AGG_MODES, KL_ESTIMATORS
+
+ALGORITHMS = ("grpo", "rft", "online-rft", "ppo")
+REWARDS = ("rule", "pot", "orm", "prm", "arith-steps")
+
+
+@dataclasses.dataclass
+class RLConfig:
+    yaml_section: ClassVar[str] = "rl"
+
+    algorithm: str = field("grpo", help="RL algorithm", choices=ALGORITHMS)
+    supervision: str = field("outcome", help="GRPO advantage: outcome (OS) or process (PS)",
+                             choices=("outcome", "process"))
+    group_size: int = field(8, help="G: sampled outputs per question")
+    prompts_per_step: int = field(8, help="B: questions per exploration stage (all data-parallel ranks)")
+    max_new_tokens: int = field(48, help="max response length (tokens)")
+    temperature: float = field(1.0, help="sampling temperature (rollouts and log-probs)")
+    top_p: float = field(1.0, help="nucleus sampling")
+    beta: float = field(0.04, help="KL coefficient (in the loss)")
+    kl_estimator: str = field("k3", help="KL estimator", choices=KL_ESTIMATORS)
+    eps_low: float = field(0.2, help="clip epsilon (low side)")
+    eps_high: float | None = field(None, help="clip epsilon (high side; DAPO clip-higher; default eps_low)")
+    loss_agg: str = field("seq-mean-token-mean", help="loss aggregation (paper / token mean / Dr. GRPO)",
+                          choices=AGG_MODES)
+    scale_rewards: bool = field(True, help="divide advantages by the group std (off: Dr. GRPO)")
+    inner_updates: int = field(1, help="mu: policy updates per exploration stage")
+    dynamic_sampling: bool = field(False, help="drop groups whose rewards are all equal (DAPO)")
+    overlong_buffer: int = field(0, help="DAPO soft overlong penalty length (0: off)")
+    reward: str = field("rule", help="reward source", choices=REWARDS)
+    reward_correct: float = field(1.0, help="rule reward for a correct answer")
+    reward_wrong: float = field(0.0, help="rule reward for a wrong answer (e.g. -1)")
+    format_penalty: float = field(0.0, help="subtracted when no final answer is found")
+    reward_model: str | None = field(None, help="reward-model checkpoint (reward=orm/prm)")
+    rl_iteration_steps: int = field(0, help="steps per RL iteration: reference <- policy (and RM update) after each; 0: one iteration")
+    rm_update_iters: int = field(0, help="iterative RL: reward-model training steps after each RL iteration")
+    rm_replay: float = field(0.1, help="iterative RL: share of old RM data replayed")
+    offload_reference: bool = field(False, help="keep the reference model on CPU between uses")
+    vf_coef: float = field(0.5, help="PPO: value-loss weight (critic has its own optimizer)")
+    gae_lambda: float = field(0.95, help="PPO: GAE lambda")
+    gae_gamma: float = field(1.0, help="PPO: discount")
+    # data
+    task: str = field("arith", help="'arith' (generated word problems) or a jsonl of {question, answer}")
+    heldout_task: str | None = field(None, help="held-out jsonl (task=arith: generated split)")
+    task_train_size: int = field(2000, help="arith: training problems")
+    task_heldout_size: int = field(200, help="arith: held-out problems")
+    task_max_value: int = field(20, help="arith: largest starting number / operand")
+    task_two_step_prob: float = field(0.5, help="arith: share of two-operation problems")
+    task_seed: int = field(0, help="arith: generator seed")
+    tokenizer_type: str = field("byte", help="tokenizer kind (byte, hf, sentencepiece, auto)")
+    tokenizer_model: str | None = field(None, help="tokenizer path")
+    rl_eval_interval: int = field(0, help="steps between greedy held-out evaluations (0: start and end only)")
+    rl_eval_size: int = field(200, help="held-out questions per evaluation")
+
+    def __post_init__(self):
+        for name in ("group_size", "prompts_per_step", "max_new_tokens", "inner_updates"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"rl: {name} must be >= 1, got {getattr(self, name)}")
+        if self.algorithm in ("grpo", "ppo") and self.group_size < 2 and self.algorithm == "grpo":
+            raise ConfigError("rl: GRPO needs group_size >= 2 (the baseline is the group mean)")
+        if self.temperature <= 0:
+            raise ConfigError(f"rl: temperature must be > 0 for sampling, got {self.temperature}")
+        if self.beta < 0:
+            raise ConfigError(f"rl: beta must be >= 0, got {self.beta}")
+        if self.supervision == "process" and self.reward not in ("prm", "arith-steps"):
+            raise ConfigError("rl: process supervision needs step rewards: --reward prm or arith-steps")
+        if self.reward in ("orm", "prm") and not self.reward_model:
+            raise ConfigError(f"rl: --reward {self.reward} needs --reward-model CHECKPOINT")
+        if not 0.0 <= self.rm_replay <= 1.0:
+            raise ConfigError(f"rl: rm_replay must be in [0, 1], got {self.rm_replay}")

@@ -1,0 +1,142 @@
+"""Rollout batches, per-token log-probs of responses, and the reference model.
+
+A rollout of N = B x G outputs is laid out for training as one right-padded
+token matrix ``[N, S]`` (prompt then response, no left padding, so plain
+causal attention is right).  Everything the algorithms see is in *response
+coordinates* ``[N, T]`` (T = longest response): the log-prob of response
+token j of row i sits at column ``len(prompt_i) - 1 + j`` of the
+``[N, S-1]`` log-prob matrix from ``generation.token_logprobs``; ``index``
+holds those columns so one ``gather`` maps between the two.
+
+The reference model pi_ref of the paper's Algorithm 1 is a frozen copy of
+the policy in the same process.  ``ReferenceModel.reset_to(policy)`` copies
+the policy's weights (done at the start of every RL iteration);
+``offload=True`` keeps it on the CPU between uses (on a GPU this frees its
+memory for rollouts and training).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import torch
+
+from megatron_dsm import platform
+from megatron_dsm.models.generation import token_logprobs
+from megatron_dsm.training.checkpointing import unwrap
+
+
+@dataclasses.dataclass
+class RolloutBatch:
+    tokens: torch.Tensor        # [N, S] prompt + response, right-padded
+    index: torch.Tensor         # [N, T] column of each response token's log-prob in [N, S-1]
+    mask: torch.Tensor          # [N, T] float, 1 on real response tokens
+    prompt_lens: list[int]
+    response_lens: list[int]
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.mask.sum())
+
+    def rows(self, start: int, stop: int) -> "RolloutBatch":
+        return RolloutBatch(self.tokens[start:stop], self.index[start:stop], self.mask[start:stop],
+                            self.prompt_lens[start:stop], self.response_lens[start:stop])
+
+
+def build_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                pad_id: int) -> RolloutBatch:
+    """Right-padded [prompt + response] rows and the response index/mask."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    if not prompts:
+        raise ValueError("empty rollout")
+    n = len(prompts)
+    s = max(len(p) + len(r) for p, r in zip(prompts, responses))
+    t = max(1, max(len(r) for r in responses))
+    tokens = torch.full((n, max(s, 2)), pad_id, dtype=torch.long)
+    index = torch.zeros(n, t, dtype=torch.long)
+    mask = torch.zeros(n, t)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        if not p:
+            raise ValueError(f"row {i}: empty prompt")
+        seq = list(p) + list(r)
+        tokens[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        cols = torch.arange(len(p) - 1, len(p) - 1 + t).clamp(max=tokens.size(1) - 2)
+        index[i] = cols
+        mask[i, :len(r)] = 1.0
+    return RolloutBatch(tokens, index, mask, [len(p) for p in prompts], [len(r) for r in responses])
+
+
+def response_logprobs(model, batch: RolloutBatch, *, temperature: float = 1.0,
+                      vocab_size: int | None = None) -> torch.Tensor:
+    """log pi(o_t | q, o_<t) of every response token, [N, T] (0 on padding).
+
+    Differentiable; through ``generation.token_logprobs`` (megatron-core's
+    ``vocab_parallel_cross_entropy``, the same temperature and vocabulary cut
+    as the sampler)."""
+    dev = platform.device()
+    lp = token_logprobs(model, batch.tokens.to(dev), temperature=temperature, vocab_size=vocab_size)
+    out = lp.gather(1, batch.index.to(dev))
+    return out * batch.mask.to(dev)
+
+
+@torch.no_grad()
+def response_logprobs_chunked(model, batch: RolloutBatch, chunk: int, **kw) -> torch.Tensor:
+    """Forward-only log-probs in chunks of ``chunk`` rows (old / reference policy)."""
+    was = model.training
+    model.eval()
+    try:
+        parts = [response_logprobs(model, batch.rows(i, i + chunk), **kw)
+                 for i in range(0, batch.tokens.size(0), chunk)]
+    finally:
+        model.train(was)
+    return torch.cat(parts, 0)
+
+
+class ReferenceModel:
+    """Frozen in-process copy of the policy (pi_ref)."""
+
+    def __init__(self, policy, fresh_model, *, offload: bool = False):
+        """``fresh_model``: a model of the policy's architecture and layout
+        (built by the same builder); its weights are overwritten here."""
+        self.offload = offload
+        self.model = fresh_model
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+        self.resets = 0
+        self.reset_to(policy)
+        self.resets = 0
+        if offload:
+            self.model.to("cpu")
+
+    @torch.no_grad()
+    def reset_to(self, policy) -> None:
+        """pi_ref <- pi_theta (start of an RL iteration, Algorithm 1 line 3)."""
+        src = unwrap(policy).state_dict()
+        dst = self.model.state_dict()
+        for k, v in dst.items():
+            if torch.is_tensor(v) and k in src and torch.is_tensor(src[k]):
+                v.copy_(src[k].to(v.device))
+        self.resets += 1
+
+    @torch.no_grad()
+    def logprobs(self, batch: RolloutBatch, chunk: int, **kw) -> torch.Tensor:
+        if self.offload:
+            self.model.to(platform.device())
+        try:
+            return response_logprobs_chunked(self.model, batch, chunk, **kw)
+        finally:
+            if self.offload:
+                self.model.to("cpu")
+
+    def state_dict(self) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items() if torch.is_tensor(v)}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        dst = self.model.state_dict()
+        for k, v in state.items():
+            if k in dst and torch.is_tensor(dst[k]):
+                dst[k].copy_(v.to(dst[k].device))
