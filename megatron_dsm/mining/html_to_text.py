@@ -75,9 +75,12 @@ def _symbol(text: str) -> str:
     return "".join(out).strip() if len(text) > 1 else "".join(out).rstrip()
 
 
+_COMMAND = re.compile(r"^\\[A-Za-z]+$")
+
+
 def _group(s: str) -> str:
     s = s.strip()
-    return s if len(s) == 1 else "{" + s + "}"
+    return s if len(s) == 1 or _COMMAND.match(s) else "{" + s + "}"
 
 
 def mathml_to_latex(node) -> str:

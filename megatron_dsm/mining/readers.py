@@ -28,6 +28,10 @@ SKIP_STATS = ("skipped_truncated_file", "skipped_non_page_record", "skipped_non_
               "skipped_undecodable", "skipped_empty", "skipped_bad_json", "skipped_no_content")
 
 
+class TruncatedRecord(EOFError):
+    """A record's block ended before its declared Content-Length (file cut short)."""
+
+
 def decode_payload(payload: bytes, declared: str | None = None) -> str | None:
     """Bytes -> str: UTF-8, then the declared charset, then chardet's guess; ``None`` if none decodes."""
     tried = []
@@ -84,13 +88,16 @@ class WarcPageReader(BaseDiskReader):
         from warcio.exceptions import ArchiveLoadFailed
 
         with self.data_folder.open(filepath, "rb") as f:
-            it = iter(ArchiveIterator(f))
+            it = ArchiveIterator(f)
             ri = 0
             while True:
                 try:
-                    record = next(it)
+                    record = next(it)  # ArchiveIterator is its own iterator (keeps .offset)
                     data = self._page(record)
                 except StopIteration:
+                    # warcio stops quietly when a file ends inside a record's headers: bytes left over
+                    if getattr(it, "offset", None) is not None and it.offset < _size(f):
+                        self.stat_update("skipped_truncated_file")
                     return
                 except (EOFError, zlib.error, ArchiveLoadFailed, OSError, ValueError) as e:
                     self.stat_update("skipped_truncated_file")
@@ -131,6 +138,9 @@ class WarcPageReader(BaseDiskReader):
         if len(payload) > self.max_page_bytes:
             self.stat_update("skipped_too_large")
             return None
+        # warcio returns a short payload without error when the file ends inside a record
+        if getattr(record.raw_stream, "limit", 0) > 0:
+            raise TruncatedRecord(f"record {headers.get_header('WARC-Target-URI')} shorter than its Content-Length")
         if not payload.strip():
             self.stat_update("skipped_empty")
             return None
@@ -149,6 +159,14 @@ class WarcPageReader(BaseDiskReader):
         if not data.get("id"):
             data["id"] = f"{source_file}/{id_in_file}"
         return super().get_document_from_dict(data, source_file, id_in_file)
+
+
+def _size(f) -> int:
+    pos = f.tell()
+    f.seek(0, 2)
+    end = f.tell()
+    f.seek(pos)
+    return end
 
 
 class JsonlPageReader(BaseDiskReader):
