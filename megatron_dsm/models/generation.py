@@ -84,8 +84,9 @@ class GenerationOutput:
     completions: list[list[int]]      # generated ids per row, cut after the stop
     logprobs: list[list[float]]       # log-prob of each generated id under the sampler
     finished: list[bool]              # True if a stop id / string ended the row
-    new_tokens: int                   # tokens generated (all rows, before cutting)
+    new_tokens: int                   # tokens generated, all rows (pads after a stop excluded)
     seconds: float
+    steps: int = 0                    # decoding steps run (forward passes)
 
     @property
     def tokens_per_second(self) -> float:
@@ -196,7 +197,7 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
         logp = torch.full_like(logp, float("-inf")).scatter(-1, order, sorted_lp)
         logp = torch.log_softmax(logp, -1)
     probs = logp.exp()
-    tok = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
 
 
@@ -253,9 +254,12 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
     tokens, real = left_pad(rows, pad_id, dev)
     b, s0 = tokens.shape
     total = s0 + params.max_new_tokens
+    if getattr(getattr(model, "config", None), "sequence_parallel", False):
+        raise GenerationError("generation needs sequence_parallel off (one new token per step "
+                              "cannot be split over TP ranks); build the sampling model without it")
     gen = None
     if params.temperature > 0:
-        gen = torch.Generator(device="cpu").manual_seed(params.seed)
+        gen = torch.Generator(device=dev).manual_seed(params.seed)
     stop_ids = torch.tensor(sorted(set(params.stop_ids)) or [-1], device=dev)
 
     was_training = model.training
@@ -321,7 +325,8 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
         completions.append(out_tok[i, :n_real].tolist())
         logprobs.append(out_lp[i, :n_real].tolist())
     return GenerationOutput(prompts=rows, completions=completions, logprobs=logprobs,
-                            finished=finished.tolist(), new_tokens=steps * b, seconds=seconds)
+                            finished=finished.tolist(), new_tokens=int(real[:, s0:].sum()),
+                            seconds=seconds, steps=steps)
 
 
 def cut_at_stop_string(text: str, stops: Sequence[str]) -> str:

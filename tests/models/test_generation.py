@@ -228,3 +228,18 @@ def test_pipeline_parallel_is_refused(tmp_path):
     for r in (0, 1):
         msg = (tmp_path / f"pp_rank_{r}.txt").read_text()
         assert "pipeline parallel size 1 only" in msg
+
+
+def test_sequence_parallel_model_is_refused(model):
+    model.config.sequence_parallel = True
+    try:
+        with pytest.raises(G.GenerationError, match="sequence_parallel"):
+            G.generate(model, PROMPTS, greedy())
+    finally:
+        model.config.sequence_parallel = False
+
+
+def test_token_count_excludes_pads_after_stop(model):
+    ref = G.generate(model, PROMPTS, greedy(10), vocab_size=VOCAB).completions
+    out = G.generate(model, PROMPTS, greedy(10, stop_ids=(ref[0][1],)), vocab_size=VOCAB)
+    assert out.new_tokens == sum(len(c) for c in out.completions) < 10 * len(PROMPTS)
