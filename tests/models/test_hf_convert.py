@@ -155,6 +155,7 @@ def test_pp2_logits_and_exact_export(hf_dir, tokens, tmp_path):
     _export_equal(hf_dir, save, tmp_path)
 
 
+@pytest.mark.slow
 def test_tied_embeddings_llama3_rope_round_trip(tmp_path, tokens):
     rs = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
           "original_max_position_embeddings": 8192}
