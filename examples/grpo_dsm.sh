@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# GRPO with torchrun (DESIGN.md contract; same variables as pretrain_dsm.sh).
+#
+#   bash examples/grpo_dsm.sh                      # tiny policy, generated arithmetic task, CPU
+#   TP=2 NPROC=2 bash examples/grpo_dsm.sh         # tensor parallel on 2 CPU processes
+#   CONFIG=examples/configs/deepseekmath_rl_7b.yaml DATA_PATH=/data/gsm8k_math_cot_144k.jsonl \
+#     LOAD=/ckpt/dsm-instruct-7b NPROC=8 NNODES=16 ... bash examples/grpo_dsm.sh
+#
+# Environment: NPROC (processes per node), TP, PP (in-process rollouts need
+# PP=1), NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, TRAIN_ITERS, SAVE_DIR,
+# DATA_PATH (a jsonl of {question, answer}; default: the generated arithmetic
+# task), CONFIG (a recipe YAML), LOAD (initial policy, read with --finetune);
+# any extra arguments pass through to tools/grpo.py.  A SAVE_DIR that already
+# holds a checkpoint is resumed (policy, optimizer, RL iteration, data position,
+# reference model).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+NPROC=${NPROC:-1}
+TP=${TP:-1}
+PP=${PP:-1}
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+MASTER_PORT=${MASTER_PORT:-$((29500 + RANDOM % 1000))}
+SAVE_DIR=${SAVE_DIR:-runs/grpo_tiny}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}
+
+args=()
+if [ -n "${CONFIG:-}" ]; then
+  args+=(--config "$CONFIG")
+fi
+if [ -n "${DATA_PATH:-}" ]; then
+  args+=(--task "$DATA_PATH")
+elif [ -z "${CONFIG:-}" ]; then
+  # Nothing given: a tiny byte-level policy on the generated arithmetic task
+  # (examples/grpo_demo.sh first SFTs one; pass LOAD=runs/grpo_demo/sft to start from it).
+  args+=(--num-layers 2 --hidden-size 128 --num-attention-heads 4 --ffn-hidden-size 256
+         --seq-length 160 --vocab-size 259 --lr 3e-4 --lr-decay-style constant --weight-decay 0
+         --micro-batch-size 32 --global-batch-size 64 --prompts-per-step 8 --group-size 8
+         --max-new-tokens 40 --log-interval 1 --rl-iteration-steps 10)
+fi
+args+=(--tensor-model-parallel-size "$TP" --pipeline-model-parallel-size "$PP"
+       --save "$SAVE_DIR" --save-interval "${SAVE_INTERVAL:-10}")
+if [ -z "${CONFIG:-}" ] || [ -n "${TRAIN_ITERS:-}" ]; then
+  args+=(--train-iters "${TRAIN_ITERS:-20}")
+fi
+if [ -f "$SAVE_DIR/latest_checkpointed_iteration.txt" ]; then
+  args+=(--load "$SAVE_DIR")
+elif [ -n "${LOAD:-}" ]; then
+  args+=(--load "$LOAD" --finetune)
+fi
+
+exec "$PY" -m torch.distributed.run \
+  --nproc-per-node "$NPROC" --nnodes "$NNODES" --node-rank "$NODE_RANK" \
+  --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" \
+  tools/grpo.py "${args[@]}" "$@"

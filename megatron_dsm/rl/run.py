@@ -1,0 +1,125 @@
+"""The RL stage as a command: options -> task, rewards, Trainer, RLLoop -> run.
+
+``tools/grpo.py`` (and ``examples/grpo_dsm.sh`` through torchrun) call
+``main``.  Questions come from the generated arithmetic task or from a jsonl
+of ``{question, answer}`` records (GSM8K / MATH CoT questions for the
+paper's recipe), prompted with the paper's zero-shot CoT instruction.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from megatron_dsm.config import ConfigError
+from megatron_dsm.rl.grpo import Item, RLLoop
+from megatron_dsm.rl.rl_config import RLConfig
+
+COT_PROMPT = ("User: {question}\nPlease reason step by step, and put your final answer "
+              "within \\boxed{{}}.\n\nAssistant:")
+
+
+def read_items(path: str) -> list[Item]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"RL questions file not found: {p}")
+    items = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{p}:{n}: invalid JSON ({e.msg})") from None
+        q, a = rec.get("question") or rec.get("problem"), rec.get("answer")
+        if not isinstance(q, str) or a is None:
+            raise ConfigError(f"{p}:{n}: needs 'question' (or 'problem') and 'answer'")
+        items.append(Item(COT_PROMPT.format(question=q), q, str(a)))
+    if not items:
+        raise ConfigError(f"{p}: no questions")
+    return items
+
+
+def build_task(rl: RLConfig) -> tuple[list[Item], list[Item]]:
+    if rl.task == "arith":
+        from megatron_dsm.rl.toy import items_from_problems, toy_items
+
+        tr, held = toy_items(rl)
+        return items_from_problems(tr), items_from_problems(held)
+    return read_items(rl.task), (read_items(rl.heldout_task) if rl.heldout_task else [])
+
+
+def build_rewards(rl: RLConfig, tokenizer):
+    from megatron_dsm.rl import rewards as R
+
+    step = None
+    if rl.reward in ("rule", "arith-steps"):
+        outcome = R.RuleReward(rl.reward_correct, rl.reward_wrong, rl.format_penalty)
+        if rl.reward == "arith-steps":
+            step = R.ArithmeticStepReward(rl.reward_correct, rl.reward_wrong)
+    elif rl.reward == "pot":
+        outcome = R.PoTReward(rl.reward_correct, rl.reward_wrong)
+    else:
+        from megatron_dsm.rl.reward_models import RewardModel
+
+        rm = RewardModel.from_checkpoint(rl.reward_model, tokenizer)
+        outcome = R.ORMReward(rm)
+        if rl.reward == "prm":
+            step = R.PRMStepReward(rm, rm.separator)
+    return outcome, step
+
+
+def main(argv=None) -> int:
+    """One error line (exit 2) for bad options, data or checkpoints."""
+    from megatron_dsm import platform
+    from megatron_dsm.data.tokenizer import TokenizerError
+    from megatron_dsm.training.checkpointing import CheckpointError
+
+    try:
+        return _main(argv)
+    except (ConfigError, CheckpointError, TokenizerError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        platform.destroy_distributed()
+
+
+def _main(argv=None) -> int:
+    from megatron_dsm.data.tokenizer import build_tokenizer
+    from megatron_dsm.training.arguments import parse_args
+    from megatron_dsm.training.loop import Trainer
+
+    train, model_cfg, rl = parse_args(argv, extra=RLConfig)
+    tok = build_tokenizer(rl.tokenizer_type, rl.tokenizer_model)
+    if model_cfg.vocab_size is None:
+        model_cfg.vocab_size = tok.vocab_size
+    train_items, held = build_task(rl)
+    want = rl.prompts_per_step * rl.group_size
+    if train.global_batch_size != want:
+        raise ConfigError(f"global batch size {train.global_batch_size} must equal B x G = "
+                          f"{rl.prompts_per_step} x {rl.group_size} = {want} (responses per step)")
+    outcome, step = build_rewards(rl, tok)
+    trainer = Trainer(train, model_cfg)
+    critic = None
+    if rl.algorithm == "ppo":
+        from megatron_dsm.rl.ppo import Critic
+
+        critic = Critic(train, model_cfg, init_from=trainer.model)
+    loop = RLLoop(trainer, rl, tok, train_items, held, reward=outcome, step_reward=step,
+                  critic=critic)
+    if train.load:
+        loop.load()
+    if held:
+        trainer.writer.text(f"> held-out greedy accuracy at start: {loop.evaluate():.3f}")
+    loop.run()
+    if train.save and not trainer.should_save():
+        loop.save()
+    if held:
+        trainer.writer.text(f"> held-out greedy accuracy at end: {loop.evaluate():.3f}")
+    trainer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

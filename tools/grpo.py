@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""GRPO / RFT / Online RFT / PPO (Megatron-LM flags + RL flags). Launch with
+torchrun; see examples/grpo_dsm.sh.  `--help` lists every option."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from megatron_dsm.rl.run import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
