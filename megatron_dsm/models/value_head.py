@@ -116,16 +116,16 @@ def load_weights(model, load: str) -> dict:
     ckpt, iteration = find_checkpoint(load)
     inner = unwrap(model)
     meta = dist_checkpointing.load_tensors_metadata(str(ckpt))
+    has_head = any(k.startswith(HEAD_PREFIX) for k in meta)
     sd = inner.sharded_state_dict()
-    want = {k: v for k, v in sd.items() if getattr(v, "key", k) in meta or k in meta}
-    missing = sorted(k for k in sd if k not in want)
-    if any(not k.startswith(HEAD_PREFIX) for k in missing):
-        bad = [k for k in missing if not k.startswith(HEAD_PREFIX)]
-        raise ConfigError(f"{ckpt}: not a checkpoint of this model: missing {bad[:3]}")
-    loaded = dist_checkpointing.load(want, str(ckpt))
+    if not has_head:
+        sd = {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIX)}
+    try:
+        loaded = dist_checkpointing.load(sd, str(ckpt))
+    except Exception as e:  # megatron-core's message lists every key; keep one line
+        raise ConfigError(f"{ckpt}: cannot load into a value model ({str(e).splitlines()[0][:200]})") from None
     result = inner.load_state_dict(loaded, strict=False)
-    unexpected = [k for k in result.missing_keys if not k.startswith(HEAD_PREFIX)
-                  and not k.endswith("_extra_state")]
-    if unexpected:
-        raise ConfigError(f"{ckpt}: weights not loaded: {unexpected[:3]}")
-    return {"loaded_from": str(ckpt), "source_iteration": iteration, "head_loaded": not missing}
+    missing = [k for k in result.missing_keys if not k.startswith(HEAD_PREFIX)]
+    if missing:
+        raise ConfigError(f"{ckpt}: weights not loaded: {missing[:3]}")
+    return {"loaded_from": str(ckpt), "source_iteration": iteration, "head_loaded": has_head}
