@@ -40,10 +40,22 @@ def ensure_gather_shim():
     importlib.import_module(module).torch = platform._CpuTorch()
 
 
+def record_pp_refusal(tp: int, pp: int, out: Path, rank: int) -> None:
+    model = tiny_model(tp, pp)
+    try:
+        G.generate(model, PROMPTS, G.SamplingParams(max_new_tokens=2))
+        msg = "no error"
+    except G.GenerationError as e:
+        msg = str(e)
+    (out / f"pp_rank_{rank}.txt").write_text(msg)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tp", type=int, default=1)
     ap.add_argument("--pp", type=int, default=1)
+    ap.add_argument("--then-pp", type=int, default=0,
+                    help="afterwards, rebuild the parallel state at this PP and record the refusal")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     platform.initialize_distributed(a.tp, a.pp, seed=5)
@@ -51,13 +63,7 @@ def main():
     rank = torch.distributed.get_rank()
     out = Path(a.out)
     if a.pp > 1:
-        model = tiny_model(a.tp, a.pp)
-        try:
-            G.generate(model, PROMPTS, G.SamplingParams(max_new_tokens=2))
-            msg = "no error"
-        except G.GenerationError as e:
-            msg = str(e)
-        (out / f"pp_rank_{rank}.txt").write_text(msg)
+        record_pp_refusal(a.tp, a.pp, out, rank)
         platform.destroy_distributed()
         return
     model = tiny_model(a.tp)
@@ -71,6 +77,12 @@ def main():
     torch.save({"greedy": greedy.completions, "sampled": sampled.completions,
                 "logprobs": lp, "real": real, "tps": greedy.tokens_per_second},
                out / f"rank_{rank}.pt")
+    if a.then_pp > 1:   # same processes, new layout: saves a second torchrun start
+        from megatron.core import parallel_state
+
+        parallel_state.destroy_model_parallel()
+        platform.initialize_distributed(1, a.then_pp, seed=5)
+        record_pp_refusal(1, a.then_pp, out, rank)
     platform.destroy_distributed()
 
 
