@@ -27,19 +27,6 @@ def tiny_model(tp: int, pp: int = 1):
     return model
 
 
-def ensure_gather_shim():
-    """megatron.core.tensor_parallel.mappings._gather_along_last_dim allocates
-    its output on torch.cuda.current_device(); until platform.SHIMS covers that
-    module (reported to the platform owner), give it the same CPU stand-in the
-    platform shims use, here in the test worker only."""
-    module = "megatron.core.tensor_parallel.mappings"
-    if platform.cuda_available() or any(s.module == module for s in platform.SHIMS):
-        return
-    import importlib
-
-    importlib.import_module(module).torch = platform._CpuTorch()
-
-
 def record_pp_refusal(tp: int, pp: int, out: Path, rank: int) -> None:
     model = tiny_model(tp, pp)
     try:
@@ -59,7 +46,6 @@ def main():
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     platform.initialize_distributed(a.tp, a.pp, seed=5)
-    ensure_gather_shim()
     rank = torch.distributed.get_rank()
     out = Path(a.out)
     if a.pp > 1:
