@@ -210,8 +210,14 @@ def _eval_packs(train: TrainConfig) -> int:
     return train.eval_iters * train.global_batch_size
 
 
-def run_sft(train: TrainConfig, model_cfg: ModelConfig, sft_cfg: SFTConfig) -> dict:
-    """Fine-tune; returns the last logged metrics (plus held-out loss when asked)."""
+@dataclasses.dataclass
+class SFTResult:
+    metrics: dict      # the last logged fields (plus held-out loss when asked)
+    trainer: object    # the Trainer, holding the fine-tuned model (for checks such as exact match)
+
+
+def run_sft(train: TrainConfig, model_cfg: ModelConfig, sft_cfg: SFTConfig) -> SFTResult:
+    """Fine-tune the model on packed SFT data."""
     from megatron_dsm.training.loop import Trainer
 
     prefix = _sft_prefix(train)
@@ -274,7 +280,7 @@ def run_sft(train: TrainConfig, model_cfg: ModelConfig, sft_cfg: SFTConfig) -> d
     if train.save and trainer.iteration > 0 and not trainer.should_save():
         trainer.save()
     trainer.close()
-    return last
+    return SFTResult(last, trainer)
 
 
 def main(argv=None) -> int:
