@@ -50,7 +50,7 @@ elif [ -z "${CONFIG:-}" ]; then
       --tokenizer-model "$DEMO_DIR/tokenizer" --seq-length "$SEQ" >&2
   fi
   args+=(--data-path "$SFT_PREFIX" --seq-length "$SEQ" --lr 1e-3 --lr-decay-style constant
-         --micro-batch-size 4 --global-batch-size 16 --log-interval 5 --weight-decay 0.0)
+         --micro-batch-size 4 --global-batch-size 8 --log-interval 5 --weight-decay 0.0)
   if [ -z "${LOAD:-}" ] && [ -f runs/pretrain_tiny/latest_checkpointed_iteration.txt ]; then
     LOAD=runs/pretrain_tiny
   fi

@@ -392,6 +392,8 @@ def train_reward_model(train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig
     train_ex = read_examples(cfg.train_data, cfg.rm_type, cfg)
     valid_ex = read_examples(cfg.valid_data, cfg.rm_type, cfg) if cfg.valid_data else []
     tokenizer = tokenizer or build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)
+    if model_cfg.vocab_size is None:  # not given: the tokenizer's
+        model_cfg.vocab_size = int(tokenizer.vocab_size)
     if tokenizer.vocab_size > model_cfg.vocab_size:
         raise ConfigError(f"tokenizer vocab {tokenizer.vocab_size} > model --vocab-size {model_cfg.vocab_size}")
     stats: dict = {}

@@ -160,6 +160,10 @@ def _open(prefix: str, model_cfg: ModelConfig, use_thd: bool) -> PackedSFTDatase
         raise ConfigError(f"{prefix}: packs are {ds.seq_length} tokens but the model's --seq-length "
                           f"is {model_cfg.seq_length}; rebuild the data or pass --seq-length {ds.seq_length}")
     vocab = (ds.info.get("tokenizer") or {}).get("vocab_size")
+    if model_cfg.vocab_size is None:  # not given: the tokenizer recorded with the data
+        if not vocab:
+            raise ConfigError(f"model vocab size unknown: {prefix}.json records no tokenizer; pass --vocab-size")
+        model_cfg.vocab_size = int(vocab)
     if vocab and vocab > model_cfg.vocab_size:
         raise ConfigError(f"{prefix}: tokenizer vocab {vocab} is larger than the model's "
                           f"--vocab-size {model_cfg.vocab_size}")
