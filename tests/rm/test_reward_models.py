@@ -115,3 +115,40 @@ def test_process_rm_learns_step_labels(tmp_path, tok, dist_cleanup):
     per = rm.score_steps([(q, "\n\n".join(rows[500]["steps"]))])
     assert per[0].shape == (3,)
     assert float(rm.score([(q, "\n\n".join(rows[500]["steps"]))])[0]) == pytest.approx(float(per[0].min()))
+
+
+def test_rm_starts_from_a_language_model_checkpoint(tmp_path, tok, dist_cleanup, capsys):
+    """--load of an LM checkpoint: backbone weights loaded, head initialised."""
+    from megatron_dsm.models.gpt import build_model, layout_independent_init, transformer_config
+    from megatron_dsm.training import checkpointing
+    import dataclasses
+
+    cfg = RMConfig(rm_type="outcome", train_data=[_write(tmp_path / "tr.jsonl", toydata.orm_records(32, seed=4))])
+    t, m = _configs(tok, 1, 1e-9, str(tmp_path / "rm"))
+    platform.initialize_distributed(seed=0)
+    lm = build_model(m, transformer_config(m))
+    layout_independent_init(lm, 77, 0.05, m.num_layers)
+    checkpointing.save_checkpoint(str(tmp_path / "lm"), 5, lm, None, {"model_config": dataclasses.asdict(m)})
+    t = dataclasses.replace(t, load=str(tmp_path / "lm"), log_interval=1)
+    train_reward_model(t, m, cfg, tokenizer=tok)
+    assert "loaded backbone from" in capsys.readouterr().out
+    rm = RewardModel.from_checkpoint(str(tmp_path / "rm"), tok)
+    lm_sd, rm_sd = lm.state_dict(), rm.model.state_dict()
+    w = "decoder.layers.0.self_attention.linear_qkv.weight"
+    # lr 1e-9 for one step: the backbone is the LM's weights
+    assert torch.allclose(rm_sd[w], lm_sd[w], atol=1e-6)
+
+
+def test_cli_one_line_error_for_unlabelled_record(tmp_path, repo_root):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "solution": "s"}) + "\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env.pop("MASTER_ADDR", None), env.pop("MASTER_PORT", None)
+    p = subprocess.run([sys.executable, str(repo_root / "tools" / "train_reward_model.py"), "--train-data", str(bad),
+                        "--tokenizer-type", "byte", "--train-iters", "1"], cwd=repo_root, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0, p.stderr[-2000:]
+    assert "bad.jsonl:1: outcome record needs 'label' or a reference 'answer'" in p.stderr
