@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""GRPO throughput on CPU: TRL's GRPOTrainer vs this project, same run.
+
+The peer side is ``../shared/bench/trl_grpo_baseline.py`` run as is (its
+header lists every setting: tiny Llama 4 x 128, ffn 512, 4 heads, untied,
+a 512-entry byte-level BPE, G=8, one prompt x 8 completions per optimizer
+step, 16 new tokens, temperature 1, beta 0.04, eps 0.2, loss_type grpo
+(per-sequence token mean), lr 1e-5 linear, max grad norm 1, fp32, 20 steps
+with 2 discarded).  This side builds the same shape as a megatron-core
+GPTModel, uses the tokenizer the harness wrote (through the project's
+HFTokenizer), the same 2,000 prompts "Q: {a}+{b}=? A:" and the same reward
+(1 if the first integer in the completion equals a+b), and runs the same
+number of steps of ``RLLoop`` (rollout with the shared KV-cached sampler,
+reward, reference log-probs from the in-process copy, loss, backward,
+optimizer) with the same timing rule: seconds per step between the end of
+step WARMUP and the end of the last step; samples/s = 8 / that.
+
+Both sides use THREADS torch threads (default 2).  Last line:
+``... ratio project/trl=<x>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_BENCH = REPO.parent / "shared" / "bench" / "trl_grpo_baseline.py"
+THREADS = int(os.environ.get("THREADS", "2"))
+MAX_STEPS = int(os.environ.get("MAX_STEPS", "20"))
+WARMUP = int(os.environ.get("WARMUP", "2"))
+WORK = Path(os.environ.get("WORK", "/tmp/grpo_vs_trl"))
+G, MAX_NEW = 8, 16
+
+_NUM = re.compile(r"-?\d+")
+
+
+class FirstIntegerReward:
+    """The harness's reward: 1.0 if the first integer in the completion is the answer."""
+
+    def __call__(self, questions, completions, references):
+        import torch
+
+        ok = []
+        for c, r in zip(completions, references):
+            m = _NUM.search(c)
+            ok.append(m is not None and int(m.group()) == int(r))
+        t = torch.tensor(ok, dtype=torch.bool)
+        return t.float(), t
+
+
+def project_side() -> dict:
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from megatron_dsm.data.tokenizer import HFTokenizer
+    from megatron_dsm.rl.grpo import Item, RLLoop
+    from megatron_dsm.rl.rl_config import RLConfig
+    from megatron_dsm.training.arguments import parse_args
+    from megatron_dsm.training.loop import Trainer
+
+    tok = HFTokenizer(WORK / "init_model")
+    rng = random.Random(0)
+    items = []
+    for _ in range(2000):
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        items.append(Item(f"Q: {a}+{b}=? A:", f"Q: {a}+{b}=? A:", str(a + b)))
+    argv = ["--num-layers", "4", "--hidden-size", "128", "--num-attention-heads", "4",
+            "--ffn-hidden-size", "512", "--seq-length", "128", "--vocab-size", str(tok.vocab_size),
+            "--norm-epsilon", "1e-6", "--lr", "1e-5", "--lr-decay-style", "linear",
+            "--weight-decay", "0.0", "--adam-beta2", "0.999", "--clip-grad", "1.0",
+            "--micro-batch-size", "8", "--global-batch-size", "8", "--train-iters", str(MAX_STEPS),
+            "--log-interval", "1000", "--seed", "42", "--algorithm", "grpo",
+            "--prompts-per-step", "1", "--group-size", str(G), "--max-new-tokens", str(MAX_NEW),
+            "--temperature", "1.0", "--beta", "0.04", "--eps-low", "0.2",
+            "--loss-agg", "seq-mean-token-mean", "--tokenizer-type", "hf"]
+    train, model_cfg, rl = parse_args(argv, extra=RLConfig)
+    trainer = Trainer(train, model_cfg)
+    torch.set_num_threads(THREADS)
+    loop = RLLoop(trainer, rl, tok, items, [], reward=FirstIntegerReward())
+    params = sum(p.numel() for p in trainer.model.parameters())
+    ends, lens, rewards = [], [], []
+    t_begin = time.perf_counter()
+    for _ in range(MAX_STEPS):
+        m = loop.step()
+        ends.append(time.perf_counter())
+        lens.append(m["response length"])
+        rewards.append(m["reward mean"])
+    s_per_step = (ends[-1] - ends[WARMUP - 1]) / (MAX_STEPS - WARMUP)
+    steps = [b - a for a, b in zip([t_begin] + ends[:-1], ends)]
+    return {"samples_per_s": G / s_per_step, "s_per_step": s_per_step, "params": params,
+            "padded_vocab": model_cfg.padded_vocab_size(), "mean_completion_len": sum(lens) / len(lens),
+            "mean_reward": sum(rewards) / len(rewards), "threads": torch.get_num_threads(),
+            "steps_s": [round(s, 4) for s in steps]}
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--project-worker":
+        print("RESULT " + json.dumps(project_side()), flush=True)
+        return 0
+    if not SHARED_BENCH.is_file():
+        print(f"error: the TRL harness is missing: {SHARED_BENCH} (expected ../shared/bench "
+              f"next to the repository)", file=sys.stderr)
+        return 2
+    env = dict(os.environ, THREADS=str(THREADS), MAX_STEPS=str(MAX_STEPS), WARMUP=str(WARMUP),
+               WORK=str(WORK), OMP_NUM_THREADS=str(THREADS), PYTHONWARNINGS="ignore")
+    env.pop("WORLD_SIZE", None)
+    p = subprocess.run([sys.executable, str(SHARED_BENCH)], env=env, capture_output=True, text=True)
+    trl_line = [l for l in p.stdout.splitlines() if l.startswith("trl_grpo ")]
+    if p.returncode != 0 or not trl_line:
+        print(f"error: TRL harness failed:\n{p.stderr[-3000:]}", file=sys.stderr)
+        return 1
+    trl = dict(kv.split("=", 1) for kv in trl_line[-1].split()[1:])
+    print(trl_line[-1], flush=True)
+    q = subprocess.run([sys.executable, __file__, "--project-worker"], env=env, cwd=REPO,
+                       capture_output=True, text=True)
+    res = [l for l in q.stdout.splitlines() if l.startswith("RESULT ")]
+    if q.returncode != 0 or not res:
+        print(f"error: project side failed:\n{q.stderr[-3000:]}", file=sys.stderr)
+        return 1
+    ours = json.loads(res[-1][7:])
+    print("project " + json.dumps(ours), flush=True)
+    t_sps = float(trl["samples_per_s"])
+    print(f"trl_samples_per_s={t_sps:.2f} project_samples_per_s={ours['samples_per_s']:.2f} "
+          f"G={G} max_new={MAX_NEW} trl_params={trl['params']} project_params={ours['params']} "
+          f"threads={THREADS} ratio project/trl={ours['samples_per_s'] / t_sps:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
