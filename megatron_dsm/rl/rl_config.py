@@ -88,5 +88,8 @@ class RLConfig:
             raise ConfigError("rl: process supervision needs step rewards: --reward prm or arith-steps")
         if self.reward in ("orm", "prm") and not self.reward_model:
             raise ConfigError(f"rl: --reward {self.reward} needs --reward-model CHECKPOINT")
-        if not 0.0 <= self.rm_replay <= 1.0:
+        if self.rm_update_iters and self.reward != "orm":
+            raise ConfigError("rl: iterative RM updates (--rm-update-iters) need --reward orm "
+                              "(grader labels are per solution, not per step)")
+        if not 0.0 <= self.rm_replay < 1.0:
             raise ConfigError(f"rl: rm_replay must be in [0, 1], got {self.rm_replay}")

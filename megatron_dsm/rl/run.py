@@ -70,6 +70,39 @@ def build_rewards(rl: RLConfig, tokenizer):
     return outcome, step
 
 
+def iterative_hook(train, rl: RLConfig, outcome, step):
+    """Iterative RL: after each RL iteration the reward model keeps training on
+    fresh graded policy samples (10% replay) and the in-process reward reloads it."""
+    import dataclasses
+
+    from megatron.core import dist_checkpointing
+
+    from megatron_dsm.models.config import ModelConfig
+    from megatron_dsm.rl.iterative import IterativeRMRefresh
+    from megatron_dsm.rl.reward_models import RMConfig, RewardModel
+    from megatron_dsm.training.checkpointing import find_checkpoint
+
+    ckpt, _ = find_checkpoint(rl.reward_model)
+    common = dist_checkpointing.load_common_state_dict(str(ckpt)).get("common", {})
+    rm_model = ModelConfig(**common["model_config"])
+    rec = common.get("reward_model", {})
+    rm_cfg = RMConfig(rm_type="outcome", tokenizer_type=rl.tokenizer_type,
+                      tokenizer_model=rl.tokenizer_model, aggregate=rec.get("aggregate", "min"))
+    rm_train = dataclasses.replace(train, train_iters=rl.rm_update_iters, save_interval=None,
+                                   load=None, lr_decay_iters=None)
+
+    def reload(path):
+        rm = RewardModel.from_checkpoint(path, outcome.model.tokenizer)
+        outcome.model = rm
+        if step is not None:
+            step.model = rm
+
+    work = (train.save or "runs/grpo") + "/iterative_rm"
+    return IterativeRMRefresh(rm_train, rm_model, rm_cfg, work, rl.reward_model,
+                              questions_per_refresh=rl.prompts_per_step, replay=rl.rm_replay,
+                              on_new_model=reload, seed=train.seed)
+
+
 def main(argv=None) -> int:
     """One error line (exit 2) for bad options, data or checkpoints."""
     from megatron_dsm import platform
@@ -108,6 +141,8 @@ def _main(argv=None) -> int:
         critic = Critic(train, model_cfg, init_from=trainer.model)
     loop = RLLoop(trainer, rl, tok, train_items, held, reward=outcome, step_reward=step,
                   critic=critic)
+    if rl.rm_update_iters:
+        loop.hooks.append(iterative_hook(train, rl, outcome, step))
     if train.load:
         loop.load()
     if held:
