@@ -88,3 +88,41 @@ def test_zero_spread_groups_give_no_policy_gradient(tmp_path):
     assert d["spread_metrics"]["zero-spread fraction"] < 1.0
     assert d["spread_metrics"]["grad norm"] > 0.0
     assert d["spread_params_changed"]
+
+
+@pytest.mark.multiproc
+@pytest.mark.parametrize("layout", [["--tensor-model-parallel-size", "2"], []], ids=["tp2", "dp2"])
+def test_grpo_command_under_torchrun(tmp_path, layout):
+    """tools/grpo.py on 2 gloo processes (TP=2, or DP=2): runs, logs, saves."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(port), str(REPO / "tools" / "grpo.py"),
+           "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4",
+           "--ffn-hidden-size", "128", "--seq-length", "160", "--vocab-size", "259",
+           "--micro-batch-size", "8", "--global-batch-size", "16", "--prompts-per-step", "4",
+           "--group-size", "4", "--max-new-tokens", "8", "--train-iters", "2", "--log-interval", "1",
+           "--task-train-size", "20", "--task-heldout-size", "4", "--rl-eval-size", "4",
+           "--save", str(tmp_path / "ck"), *layout]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-4000:]
+    from megatron_dsm.training.logging import parse_line
+
+    lines = [l for l in map(parse_line, p.stdout.splitlines()) if l]
+    assert [l["iteration"] for l in lines] == [1, 2]
+    assert all(l["consumed samples"] == 16 * l["iteration"] for l in lines)
+    assert (tmp_path / "ck" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+
+
+def test_bad_option_is_one_error_line(tmp_path):
+    p = subprocess.run([sys.executable, str(REPO / "tools" / "grpo.py"), "--prompts-per-step", "4",
+                        "--group-size", "4", "--global-batch-size", "8", "--vocab-size", "259"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert p.returncode == 2
+    err = [l for l in p.stderr.splitlines() if l.startswith("error:")]
+    assert err == ["error: global batch size 8 must equal B x G = 4 x 4 = 16 (responses per step)"]
