@@ -34,9 +34,8 @@ import functools
 import json
 import time
 from pathlib import Path
-from typing import ClassVar, Iterable, Sequence
+from typing import Callable, ClassVar, Iterable, Sequence
 
-import numpy as np
 import torch
 
 from megatron_dsm import platform
@@ -384,6 +383,7 @@ def train_reward_model(train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig
     from megatron_dsm.data.tokenizer import build_tokenizer
     from megatron_dsm.models.value_head import build_value_model, checkpoint_has_head, load_weights
     from megatron_dsm.training.loop import Trainer
+    from megatron_dsm.training.sft import PackOrder
 
     if not cfg.train_data:
         raise ConfigError("no reward-model data: give --train-data FILE.jsonl")
@@ -417,8 +417,11 @@ def train_reward_model(train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig
         f"> {cfg.rm_type} reward model {train.model} TP={train.tensor_model_parallel_size} DP={dp_size}: "
         f"{len(train_enc)} train / {len(valid_enc)} valid examples, "
         f"{sum(len(e.positions) for e in train_enc)} scored positions; dropped {stats}")
-    gbs, mbs = train.global_batch_size, train.micro_batch_size
-    per_rank = gbs // dp_size
+    gbs = train.global_batch_size
+    # same order as SFT packs: a seeded permutation per epoch, DP ranks split each global batch
+    order = PackOrder(len(train_enc), global_batch=gbs, micro_batch=train.micro_batch_size,
+                      dp_rank=dp_rank, dp_size=dp_size, seed=train.seed,
+                      consumed_samples=trainer.consumed_samples)
     last: dict = {}
     if valid_enc and train.eval_interval:
         v = evaluate(trainer.model, valid_enc, seq_length=model_cfg.seq_length, pad_id=pad_id)
@@ -426,18 +429,12 @@ def train_reward_model(train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig
         last.update({f"initial valid {k}": x for k, x in v.items()})
         trainer.writer.text(f" validation at iteration 0 | " + " | ".join(f"{k}: {x:.4f}" for k, x in v.items()) + " |")
     window_t0, window_n = time.perf_counter(), 0
-    n = len(train_enc)
     while trainer.iteration < train.train_iters:
         lr = trainer.current_lr()
-        idx = []
-        for j in range(gbs):  # per-epoch permutation, seeded
-            epoch, pos = divmod(trainer.consumed_samples + j, n)
-            idx.append(int(np.random.default_rng([train.seed, epoch]).permutation(n)[pos]))
-        mine = idx[dp_rank * per_rank:(dp_rank + 1) * per_rank]
-        micro = [batch_tensors([train_enc[i] for i in mine[k:k + mbs]], model_cfg.seq_length, pad_id)
-                 for k in range(0, len(mine), mbs)]
+        micro = [batch_tensors([train_enc[i] for i in mb], model_cfg.seq_length, pad_id)
+                 for mb in order.microbatches()]
         result = trainer.train_step(rm_forward_step, micro)
-        trainer.consumed_samples += gbs
+        trainer.consumed_samples = order.consumed_samples
         window_n += 1
         it = trainer.iteration
         if it % train.log_interval == 0 or it == train.train_iters:
@@ -488,11 +485,11 @@ def main(argv=None) -> int:
 # ---------------------------------------------------------------------------
 
 # (question, prefix steps, n) -> n completions: the text that follows the prefix
-Policy = "Callable[[str, list[str], int], list[str]]"
+Policy = Callable[[str, list[str], int], list[str]]
 LABEL_MODES = ("hard", "soft")
 
 
-def shepherd_labels(question: str, steps: Sequence[str], answer: str, policy, *, n: int,
+def shepherd_labels(question: str, steps: Sequence[str], answer: str, policy: Policy, *, n: int,
                     mode: str = "hard", separator: str = "\n\n", grader: str = "dsm") -> list[float]:
     """Math-Shepherd step labels (Wang et al. 2023, used for the paper's
     process supervision): for each prefix ``steps[:k+1]`` the policy writes
