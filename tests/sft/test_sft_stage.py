@@ -150,3 +150,15 @@ def test_bad_input_is_one_line(tmp_path):
     p = _run_cli(["--data-path", prefix, "--seq-length", "64", "--vocab-size", "512", "--train-iters", "1"])
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0
     assert "packs are 128 tokens but the model's --seq-length is 64" in p.stderr
+
+
+def test_instruct_recipe_is_the_papers():
+    """DeepSeekMath-Instruct (Sec. 3.1): 500 steps, batch 256, constant lr 5e-5, 4K context."""
+    from megatron_dsm.training.arguments import parse_args
+
+    t, m, s = parse_args(["--config", str(REPO / "examples" / "configs" / "deepseekmath_instruct_7b.yaml"),
+                          "--data-path", "packed"], extra=sft.SFTConfig)
+    assert (t.train_iters, t.global_batch_size, t.lr, t.lr_decay_style, t.lr_warmup_iters) == \
+        (500, 256, 5e-5, "constant", 0)
+    assert m.seq_length == 4096 and t.model == "deepseek-coder-7b"
+    assert s.packed_attention == "auto"
