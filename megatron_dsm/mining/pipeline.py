@@ -76,6 +76,9 @@ class ExtractText(PipelineStep):
             yield doc
 
 
+_MODELS: dict = {}
+
+
 class ScorePages(PipelineStep):
     """Score every page with the classifier (batched fastText calls); store ``score`` and ``tokens``.
 
@@ -95,7 +98,13 @@ class ScorePages(PipelineStep):
         from megatron_dsm.mining.classifier import MathClassifier
         from megatron_dsm.mining.recall import IndexRow, count_tokens, write_index
 
-        clf = MathClassifier.load(self.model_path)  # loaded in the worker: fastText models do not pickle
+        # loaded in the worker (fastText models do not pickle), once per process: a worker running several
+        # tasks, or a long-lived process, does not pay the load (seconds for a 2 GB model) again
+        st = os.stat(self.model_path)
+        key = (self.model_path, st.st_mtime_ns, st.st_size)  # a retrained file at the same path is reloaded
+        clf = _MODELS.get(key)
+        if clf is None:
+            clf = _MODELS[key] = MathClassifier.load(self.model_path)
         index: list = []
         batch: list = []
 
