@@ -7,7 +7,9 @@ Both tools run on the same input (default: 5 copies of
 or a small one trained on the input when ../shared is absent) and
 ``--workers 2``, one after the other in this run.  Each figure is tokens
 written / wall-clock seconds of the whole command, start-up included, the
-way Megatron-LM's tool was measured in ../shared/bench/README.md.
+way Megatron-LM's tool was measured in ../shared/bench/README.md.  With
+``--repeats N`` the two tools alternate N times and medians are compared,
+which keeps the ratio meaningful on a shared, noisy machine.
 
 Megatron-LM's tool is not in the megatron-core wheel: set MEGATRON_LM_DIR to
 a Megatron-LM checkout (tag core_v0.16.1; it needs triton, transformers, six
@@ -106,6 +108,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=5, help="copies of the input text (default 5)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="alternate the two tools this many times and compare medians (noisy machines)")
     args = ap.parse_args()
     mlm = os.environ.get("MEGATRON_LM_DIR")
     with tempfile.TemporaryDirectory(prefix="dsm_pp_bench_") as t:
@@ -115,10 +119,28 @@ def main() -> int:
         mb = inp.stat().st_size / 2 ** 20
         print(f"input: {inp.stat().st_size:,} bytes ({mb:.1f} MB), tokenizer: {tok_dir}, --workers {args.workers}")
 
-        ours_s = timed([sys.executable, str(REPO / "tools/preprocess_data.py"), "--input", str(inp),
-                        "--output-prefix", str(tmp / "ours"), "--tokenizer-type", "HuggingFaceTokenizer",
-                        "--tokenizer-model", str(tok_dir), "--append-eod", "--workers", str(args.workers),
-                        "--progress", "false"])
+        ours_cmd = [sys.executable, str(REPO / "tools/preprocess_data.py"), "--input", str(inp),
+                    "--output-prefix", str(tmp / "ours"), "--tokenizer-type", "HuggingFaceTokenizer",
+                    "--tokenizer-model", str(tok_dir), "--append-eod", "--workers", str(args.workers),
+                    "--progress", "false"]
+        tool = Path(mlm) / "tools" / "preprocess_data.py" if mlm else None
+        if tool is not None and not tool.is_file():
+            sys.exit(f"MEGATRON_LM_DIR={mlm}: no tools/preprocess_data.py there")
+        env = dict(os.environ)
+        if mlm:
+            env["PYTHONPATH"] = os.pathsep.join(
+                x for x in (mlm, os.environ.get("MEGATRON_LM_PYTHONPATH"), os.environ.get("PYTHONPATH")) if x)
+        mlm_cmd = [sys.executable, str(tool), "--input", str(inp), "--output-prefix", str(tmp / "mlm"),
+                   "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", str(tok_dir),
+                   "--append-eod", "--workers", str(args.workers)]
+        ours_times, mlm_times = [], []
+        for rep in range(max(1, args.repeats)):
+            ours_times.append(timed(ours_cmd))
+            print(f"  run {rep + 1}: ours {ours_times[-1]:.2f} s", flush=True)
+            if mlm:
+                mlm_times.append(timed(mlm_cmd, env=env))
+                print(f"  run {rep + 1}: megatron-lm {mlm_times[-1]:.2f} s", flush=True)
+        ours_s = sorted(ours_times)[len(ours_times) // 2]
         ours_ds, ours_tokens = read_tokens(str(tmp / "ours_text_document"))
         ours_tps = ours_tokens / ours_s
         print(f"ours (tools/preprocess_data.py): {ours_tokens:,} tokens in {ours_s:.2f} s = {ours_tps:,.0f} tokens/s")
@@ -134,15 +156,7 @@ def main() -> int:
                   "(point it at a Megatron-LM checkout to compare)")
             print(f"ratio ours/raw-tokenizer: {ours_tps / raw_tps:.2f} (no Megatron-LM comparison)")
             return 0
-        tool = Path(mlm) / "tools" / "preprocess_data.py"
-        if not tool.is_file():
-            sys.exit(f"MEGATRON_LM_DIR={mlm}: no tools/preprocess_data.py there")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            x for x in (mlm, os.environ.get("MEGATRON_LM_PYTHONPATH"), os.environ.get("PYTHONPATH")) if x)
-        mlm_s = timed([sys.executable, str(tool), "--input", str(inp), "--output-prefix", str(tmp / "mlm"),
-                       "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", str(tok_dir),
-                       "--append-eod", "--workers", str(args.workers)], env=env)
+        mlm_s = sorted(mlm_times)[len(mlm_times) // 2]
         mlm_ds, mlm_tokens = read_tokens(str(tmp / "mlm_text_document"))
         mlm_tps = mlm_tokens / mlm_s
         print(f"Megatron-LM tools/preprocess_data.py: {mlm_tokens:,} tokens in {mlm_s:.2f} s = {mlm_tps:,.0f} tokens/s")

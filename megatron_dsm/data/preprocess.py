@@ -43,8 +43,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from nltk.tokenize.punkt import (PunktLanguageVars, PunktParameters, PunktSentenceTokenizer,
-                                 PunktTrainer)
 
 from megatron_dsm.config import field
 from megatron_dsm.data import indexed
@@ -104,20 +102,35 @@ class PreprocessConfig:
 
 # --------------------------------------------------------------------------- sentences
 
-class _TrailingSpaceLanguageVars(PunktLanguageVars):
-    # A sentence end swallows the whitespace after it and the lookahead needs
-    # the next token right away, so that whitespace (newlines included) stays
-    # in the sentence it follows and joining sentences restores the text.
-    _period_context_fmt = r"""
-        %(SentEndChars)s\s*
-        (?=(?P<after_tok>%(NonWord)s|(?P<next_tok>\S+)))"""
+# nltk is imported only when sentences are split: importing it pulls in
+# scipy.stats and costs ~1.5 s per process, longer than small corpora take.
+_LANG_VARS_CLASS = None
+
+
+def _trailing_space_lang_vars():
+    """Punkt language vars whose sentence end swallows the whitespace after it;
+    the lookahead then needs the next token right away, so that whitespace
+    (newlines included) stays in the sentence it follows."""
+    global _LANG_VARS_CLASS
+    if _LANG_VARS_CLASS is None:
+        from nltk.tokenize.punkt import PunktLanguageVars
+
+        class TrailingSpaceLanguageVars(PunktLanguageVars):
+            _period_context_fmt = r"""
+                %(SentEndChars)s\s*
+                (?=(?P<after_tok>%(NonWord)s|(?P<next_tok>\S+)))"""
+
+        _LANG_VARS_CLASS = TrailingSpaceLanguageVars
+    return _LANG_VARS_CLASS()
 
 
 SLICE_CHARS = 1_000_000  # Megatron-LM hands Punkt 1M-character slices
 
 
-def train_punkt(texts, max_chars: int = 4_000_000) -> PunktParameters:
+def train_punkt(texts, max_chars: int = 4_000_000):
     """Unsupervised Punkt parameters from up to ``max_chars`` characters of ``texts``."""
+    from nltk.tokenize.punkt import PunktTrainer
+
     trainer = PunktTrainer()
     seen = 0
     for t in texts:
@@ -130,7 +143,7 @@ def train_punkt(texts, max_chars: int = 4_000_000) -> PunktParameters:
     return trainer.get_params()
 
 
-def save_punkt(params: PunktParameters, path: str | Path) -> None:
+def save_punkt(params, path: str | Path) -> None:
     data = {"abbrev_types": sorted(params.abbrev_types),
             "collocations": sorted(list(c) for c in params.collocations),
             "sent_starters": sorted(params.sent_starters),
@@ -140,7 +153,9 @@ def save_punkt(params: PunktParameters, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def load_punkt(path: str | Path) -> PunktParameters:
+def load_punkt(path: str | Path):
+    from nltk.tokenize.punkt import PunktParameters
+
     try:
         data = json.loads(Path(path).read_text())
         p = PunktParameters()
@@ -154,7 +169,7 @@ def load_punkt(path: str | Path) -> PunktParameters:
         raise ValueError(f"{path}: not a Punkt parameters file ({e})") from None
 
 
-def local_punkt(lang: str) -> PunktParameters | None:
+def local_punkt(lang: str):
     """nltk's punkt_tab parameters for ``lang`` when installed locally (never downloads)."""
     import nltk
 
@@ -170,10 +185,12 @@ def local_punkt(lang: str) -> PunktParameters | None:
 class SentenceSplitter:
     """Picklable Punkt splitter."""
 
-    def __init__(self, params: PunktParameters, keep_newlines: bool = False):
+    def __init__(self, params, keep_newlines: bool = False):
+        from nltk.tokenize.punkt import PunktLanguageVars, PunktSentenceTokenizer
+
         self.params = params
         self.keep_newlines = keep_newlines
-        lang_vars = _TrailingSpaceLanguageVars() if keep_newlines else PunktLanguageVars()
+        lang_vars = _trailing_space_lang_vars() if keep_newlines else PunktLanguageVars()
         self._tok = PunktSentenceTokenizer(params, lang_vars=lang_vars)
 
     def __reduce__(self):
@@ -606,7 +623,8 @@ def run(cfg: PreprocessConfig) -> dict:
         jobs = [(cfg, units, base, threads_each, splitter, i) for i, (units, base) in enumerate(zip(plan, shard_bases))]
         with mp.get_context("spawn").Pool(len(plan)) as pool:
             results = pool.map(_partition_entry, jobs)
-    rejects = [r for res in results for r in res["rejects"]]
+    order = {str(f): i for i, f in enumerate(files)}
+    rejects = sorted((r for res in results for r in res["rejects"]), key=lambda r: (order[r["file"]], r["line"]))
     counter: Counter = Counter()
     for res in results:
         counter.update(res["counter"])

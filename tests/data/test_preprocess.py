@@ -47,19 +47,34 @@ def test_round_trip_web_docs(shared_data, tmp_path):
     assert side["fingerprint"] == tok.fingerprint and side["sources"] == [str(docs)]
 
 
-def test_bytes_independent_of_workers_and_partitions(shared_data, tmp_path):
-    docs = shared_data / "web/docs.jsonl"
+def _digests_over_workers_and_partitions(src, tok, tmp_path):
     digests = {}
     for w, p in [(1, 1), (2, 1), (1, 2), (2, 2)]:
         prefix = tmp_path / f"w{w}p{p}"
-        r = run_cli("preprocess_data", "--input", docs, "--output-prefix", prefix, "--tokenizer-type",
-                    "HuggingFaceTokenizer", "--tokenizer-model", shared_data / OLMO, "--append-eod",
+        r = run_cli("preprocess_data", "--input", src, "--output-prefix", prefix, "--tokenizer-type",
+                    "HuggingFaceTokenizer", "--tokenizer-model", tok, "--append-eod",
                     "--workers", w, "--partitions", p, "--progress", "false")
         assert r.returncode == 0, r.stderr[-2000:]
         assert f"partitions: {p}" in r.stdout
         digests[(w, p)] = tuple((tmp_path / f"w{w}p{p}_text_document{s}").read_bytes() for s in (".bin", ".idx"))
-    assert len(set(digests.values())) == 1
     assert not list(tmp_path.glob("*.part*")) and not list(tmp_path.glob("*.tmp*"))
+    return digests
+
+
+def test_bytes_independent_of_workers_and_partitions(shared_data, tmp_path):
+    """Each run in its own process, so --workers really sets the thread-pool size."""
+    src = tmp_path / "in.jsonl"
+    with open(shared_data / "web/docs.jsonl", "rb") as f, open(src, "wb") as g:
+        g.writelines(f.readline() for _ in range(1000))
+    digests = _digests_over_workers_and_partitions(src, shared_data / OLMO, tmp_path)
+    assert len(set(digests.values())) == 1
+    assert IndexedDataset(str(tmp_path / "w2p2_text_document")).index.document_indices.size == 1001
+
+
+@pytest.mark.slow
+def test_bytes_independent_of_workers_and_partitions_full_file(shared_data, tmp_path):
+    digests = _digests_over_workers_and_partitions(shared_data / "web/docs.jsonl", shared_data / OLMO, tmp_path)
+    assert len(set(digests.values())) == 1
 
 
 def test_ids_equal_megatron_lm_encoding(shared_data, tmp_path):
@@ -94,7 +109,7 @@ def test_gz_parquet_and_folder_inputs_match_jsonl(shared_data, tmp_path):
     tok = shared_data / OLMO
     run(_cfg(d, tmp_path / "folder", tok, append_eod=True))
     run(_cfg(tmp_path / "all.jsonl", tmp_path / "flat", tok, append_eod=True))
-    run(_cfg(str(d / "*.jsonl*"), tmp_path / "glob", tok, append_eod=True, partitions=2))
+    run(_cfg(str(d / "*.jsonl*"), tmp_path / "glob", tok, append_eod=True))
     a = (tmp_path / "folder_text_document.bin").read_bytes()
     assert a == (tmp_path / "flat_text_document.bin").read_bytes()
     assert indexed.dataset_counts(str(tmp_path / "glob_text_document")) == (80, sum(
