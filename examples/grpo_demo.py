@@ -31,11 +31,13 @@ sys.path.insert(0, str(REPO))
 def demo_args(argv):
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--workdir", default="runs/grpo_demo")
-    p.add_argument("--sft-max-steps", type=int, default=1500)
+    p.add_argument("--sft-max-steps", type=int, default=600)
     p.add_argument("--sft-target", type=float, default=0.3)
     p.add_argument("--sft-lr", type=float, default=2e-3)
     p.add_argument("--sft-eval-every", type=int, default=25)
     p.add_argument("--sft-batch", type=int, default=32)
+    p.add_argument("--sft-direct-share", type=float, default=0.6,
+                   help="share of SFT targets that give only the final answer (rl/toy.py)")
     p.add_argument("--plot", default=None, help="PNG path (default WORKDIR/<algorithm>_curves.png)")
     p.add_argument("--tag", default=None, help="name of this RL run (default: the algorithm)")
     return p.parse_known_args(argv)
@@ -92,7 +94,8 @@ def main(argv=None) -> int:
         t = Trainer(sft_cfg, model_cfg)
         loop = RLLoop(t, sft_rl, tok, items_from_problems(train_p), held, reward=reward)
         res = sft_until(t, loop, train_p, items_from_problems(dev_p), max_steps=demo.sft_max_steps,
-                        target=demo.sft_target, eval_every=demo.sft_eval_every, seed=train.seed)
+                        target=demo.sft_target, eval_every=demo.sft_eval_every, seed=train.seed,
+                        direct_share=demo.sft_direct_share)
         t.save()
         t.close()
         (work / "sft_result.json").write_text(json.dumps(dataclasses.asdict(res)))

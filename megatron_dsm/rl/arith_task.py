@@ -46,6 +46,11 @@ class Problem:
     def completion(self) -> str:
         return " " + self.solution
 
+    @property
+    def direct_completion(self) -> str:
+        """The answer without the worked steps (harder for a small model)."""
+        return f" The answer is {self.answer}."
+
 
 def _make(rng: random.Random, max_value: int, two_step_prob: float) -> Problem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)

@@ -9,6 +9,14 @@ worked solutions (``prompt + " " + solution + <eod>``), run through
 greedy accuracy on a *dev* split (drawn from the training problems, never
 the held-out split) reaches a target, so that RL starts from a policy that
 is right some of the time and wrong often enough to learn from.
+
+Mixed demonstrations.  Like real SFT sets, which mix worked solutions with
+bare final answers, a share ``direct_share`` of the SFT targets is only
+"The answer is N." without the steps.  The SFT policy then answers
+directly about that often, which a tiny model gets wrong far more often
+than when it writes the equations out; the rule reward lets RL discover
+that writing the steps pays (the paper's observation that RL makes the
+right output more likely at the top, Maj@K -> Top1).
 """
 
 from __future__ import annotations
@@ -36,12 +44,18 @@ def toy_items(cfg) -> tuple[list[Problem], list[Problem]]:
                              max_value=cfg.task_max_value, two_step_prob=cfg.task_two_step_prob)
 
 
-def sft_rows(problems: Sequence[Problem], tokenizer) -> list[tuple[list[int], int]]:
-    """(prompt + completion + eod ids, prompt length) per problem."""
+def sft_rows(problems: Sequence[Problem], tokenizer, direct_share: float = 0.0,
+             seed: int = 0) -> list[tuple[list[int], int]]:
+    """(prompt + completion + eod ids, prompt length) per problem; a share
+    ``direct_share`` of them (seeded) answers without the worked steps."""
+    if not 0.0 <= direct_share <= 1.0:
+        raise ValueError(f"direct_share must be in [0, 1], got {direct_share}")
+    rng = random.Random(seed)
     out = []
     for p in problems:
         prompt = tokenizer.encode(p.prompt)
-        out.append((prompt + tokenizer.encode(p.completion) + [int(tokenizer.eod)], len(prompt)))
+        text = p.direct_completion if rng.random() < direct_share else p.completion
+        out.append((prompt + tokenizer.encode(text) + [int(tokenizer.eod)], len(prompt)))
     return out
 
 
@@ -77,10 +91,10 @@ class SFTResult:
 
 
 def sft_until(trainer, loop, problems: Sequence[Problem], dev: Sequence[Item], *, max_steps: int,
-              target: float, eval_every: int, seed: int = 0) -> SFTResult:
+              target: float, eval_every: int, seed: int = 0, direct_share: float = 0.0) -> SFTResult:
     """SFT ``trainer``'s policy on worked solutions until greedy dev accuracy
     (measured by ``loop.evaluate``) reaches ``target`` or ``max_steps``."""
-    rows = sft_rows(problems, loop.tok)
+    rows = sft_rows(problems, loop.tok, direct_share, seed)
     rng = random.Random(seed)
     mbs, gbs = trainer.train_cfg.micro_batch_size, trainer.train_cfg.global_batch_size
     history: list[tuple[int, float]] = []

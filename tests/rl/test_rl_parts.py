@@ -93,3 +93,21 @@ def test_config_errors_are_one_line(kw, msg):
     with pytest.raises(ConfigError, match=msg) as e:
         RLConfig(**kw)
     assert "\n" not in str(e.value)
+
+
+def test_sft_rows_mix_direct_answers_and_mask_only_the_response():
+    from megatron_dsm.rl.toy import sft_batch, sft_rows
+
+    tok = build_tokenizer("byte")
+    probs, _ = generate_problems(400, 10, seed=2, max_value=10)
+    rows = sft_rows(probs, tok, direct_share=0.25, seed=0)
+    texts = [tok.decode(ids[plen:-1]) for ids, plen in rows]
+    direct = sum(t.startswith(" The answer is") for t in texts)
+    assert 70 <= direct <= 130                     # ~25% of 400
+    assert all(ids[-1] == tok.eod for ids, _ in rows)
+    b = sft_batch(rows[:2], pad_id=0)
+    ids, plen = rows[0]
+    assert b["loss_mask"][0].sum() == len(ids) - plen  # response tokens and eod only
+    assert b["labels"][0, plen - 1] == ids[plen]
+    with pytest.raises(ValueError, match="direct_share"):
+        sft_rows(probs, tok, direct_share=1.5)
