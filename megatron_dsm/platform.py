@@ -442,11 +442,13 @@ def initialize_distributed(tensor_model_parallel_size: int = 1,
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")) or 1)
 
     if not torch.distributed.is_initialized():
-        if "MASTER_ADDR" not in os.environ:
-            os.environ["MASTER_ADDR"] = "127.0.0.1"
-            os.environ["MASTER_PORT"] = str(_free_port())
+        launched = "RANK" in os.environ and "MASTER_ADDR" in os.environ
+        # A plain process gets a private store on a free port and leaves the
+        # environment alone: a MASTER_PORT written there would be inherited by
+        # every child process and collide with this process's store.
+        init_method = None if launched else f"tcp://127.0.0.1:{_free_port()}"
         torch.distributed.init_process_group(
-            backend=backend, rank=rank, world_size=world,
+            backend=backend, rank=rank, world_size=world, init_method=init_method,
             timeout=datetime.timedelta(minutes=timeout_minutes))
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(

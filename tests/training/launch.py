@@ -19,8 +19,9 @@ def free_port() -> int:
 
 def run_pretrain(args: list[str], *, nproc: int = 1, env: dict | None = None,
                  timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
-    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **(env or {}))
-    e.pop("WORLD_SIZE", None) if nproc == 1 and "WORLD_SIZE" not in (env or {}) else None
+    e = {k: v for k, v in os.environ.items()
+         if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    e.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **(env or {}))
     if nproc == 1:
         cmd = [PY, str(REPO / "tools" / "pretrain.py")] + args
     else:
