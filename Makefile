@@ -21,7 +21,7 @@ $(STAMP): requirements.txt setup.py
 	@echo "installed into $(VENV)"
 
 test: install
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 test-slow: install
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)

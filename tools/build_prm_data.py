@@ -27,6 +27,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
 from megatron_dsm.config import ConfigError  # noqa: E402
+from megatron_dsm.jsonl import read_jsonl  # noqa: E402
 from megatron_dsm.data.sft import ChatTemplate  # noqa: E402
 from megatron_dsm.rl.reward_models import (BIRM_LABELS, LABEL_MODES, RewardDataError,  # noqa: E402
                                            read_birm, shepherd_labels, split_steps)
@@ -66,17 +67,7 @@ def import_policy(spec: str):
 
 def read_solutions(path, separator):
     out = []
-    try:
-        lines = open(path, encoding="utf-8").read().splitlines()
-    except OSError as e:
-        raise RewardDataError(f"{path}: cannot read ({e.strerror})") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RewardDataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    for lineno, r in read_jsonl(path, error=RewardDataError, require_object=False):
         steps = r.get("steps") if isinstance(r, dict) else None
         if steps is None and isinstance(r, dict) and isinstance(r.get("solution"), str):
             steps = split_steps(r["solution"], separator)

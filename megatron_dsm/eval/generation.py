@@ -15,9 +15,10 @@ its own module.
 from __future__ import annotations
 
 import abc
-import json
 from pathlib import Path
 from typing import Callable, Optional, Sequence
+
+from megatron_dsm.jsonl import read_jsonl
 
 _REGISTRY: dict[str, Callable[..., "Generator"]] = {}
 
@@ -78,23 +79,16 @@ class JsonlReplayGenerator(Generator):
             raise FileNotFoundError(f"jsonl generations not found: {p}")
         self.by_prompt: dict[str, list[str]] = {}
         self.by_id: dict[str, list[str]] = {}
-        with open(p, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{p}:{n}: invalid JSON ({e.msg})") from None
-                comps = r.get("completions")
-                if comps is None and "completion" in r:
-                    comps = [r["completion"]]
-                if not isinstance(comps, list):
-                    raise ValueError(f"{p}:{n}: needs 'completions' (list) or 'completion'")
-                if "prompt" in r:
-                    self.by_prompt[r["prompt"]] = comps
-                if "id" in r:
-                    self.by_id[str(r["id"])] = comps
+        for n, r in read_jsonl(p):
+            comps = r.get("completions")
+            if comps is None and "completion" in r:
+                comps = [r["completion"]]
+            if not isinstance(comps, list):
+                raise ValueError(f"{p}:{n}: needs 'completions' (list) or 'completion'")
+            if "prompt" in r:
+                self.by_prompt[r["prompt"]] = comps
+            if "id" in r:
+                self.by_id[str(r["id"])] = comps
 
     def _take(self, comps: list[str], n: int, key: str) -> list[str]:
         if len(comps) < n:

@@ -79,6 +79,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from megatron_dsm.config import ConfigError, field
+from megatron_dsm.jsonl import read_jsonl
 
 try:  # datatrove is the mining engine; the core below works without it.
     from datatrove.data import Document, DocumentsPipeline
@@ -463,20 +464,11 @@ def load_benchmarks(root: str | Path, names: Sequence[str] | None = None) -> lis
 def _read_benchmark_file(path: Path, name: str, fields, id_key, root: Path) -> list[BenchmarkText]:
     rel = path.relative_to(root).as_posix()
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{lineno}: invalid JSON in benchmark file: {e.msg}") from None
-            if not isinstance(r, dict):
-                raise ConfigError(f"{path}:{lineno}: benchmark record is not a JSON object")
-            item = str(r[id_key]) if id_key and r.get(id_key) is not None else f"{rel}:{lineno}"
-            for fname, text in fields(r):
-                if text is not None and str(text).strip():
-                    out.append(BenchmarkText(name, item, fname, str(text)))
+    for lineno, r in read_jsonl(path, error=ConfigError):
+        item = str(r[id_key]) if id_key and r.get(id_key) is not None else f"{rel}:{lineno}"
+        for fname, text in fields(r):
+            if text is not None and str(text).strip():
+                out.append(BenchmarkText(name, item, fname, str(text)))
     return out
 
 
@@ -537,7 +529,6 @@ class BenchmarkIndex:
         self.tok_first = first
         count = last - first
         self.text_tokens = count
-        m = len(s.starts)
         # n-grams lying inside one text
         g_hash = ngram_hashes(s.hashes, ngram)
         g_first = np.arange(len(g_hash))

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from megatron_dsm.config import ConfigError, field
+from megatron_dsm.jsonl import read_jsonl
 from megatron_dsm.mining import classifier as clf_mod
 from megatron_dsm.mining import domains as dom_mod
 from megatron_dsm.mining import recall as rec_mod
@@ -120,22 +121,8 @@ def _paths_file(path: Path, files: list[str]) -> str:
 
 def iter_jsonl_texts(path: str | Path) -> Iterator[dict]:
     """Rows of a jsonl(.gz) file; a bad line stops with its file and line number."""
-    import gzip
-
-    import orjson
-
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not JSON ({e})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{i}: expected a JSON object")
-            yield row
+    for _, row in read_jsonl(path):
+        yield row
 
 
 def iter_shards(folder: Path) -> Iterator[dict]:

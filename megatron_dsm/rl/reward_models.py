@@ -40,6 +40,7 @@ import torch
 
 from megatron_dsm import platform
 from megatron_dsm.config import ConfigError, field
+from megatron_dsm.jsonl import read_jsonl
 from megatron_dsm.data.sft import ChatTemplate
 from megatron_dsm.models.config import ModelConfig
 from megatron_dsm.rl import reward_metrics
@@ -537,13 +538,7 @@ def read_birm(path: str, label_key: str = "step_labels", tag: str = BIRM_STEP_TA
     if not p.is_file():
         raise RewardDataError(f"{p}: file not found")
     out, skipped = [], []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RewardDataError(f"{p}:{lineno}: not valid JSON ({e.msg})") from None
+    for lineno, rec in read_jsonl(p, error=RewardDataError):
         q = rec.get("question") or rec.get("input")
         if not isinstance(q, str) or not isinstance(rec.get("outputs"), list):
             raise RewardDataError(f"{p}:{lineno}: expected 'question' and an 'outputs' list")
