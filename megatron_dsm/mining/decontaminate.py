@@ -74,7 +74,7 @@ import re
 import unicodedata
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
