@@ -420,7 +420,7 @@ def initialize_distributed(tensor_model_parallel_size: int = 1,
     with CUDA, gloo without.  Validates the layout before creating groups so a
     wrong layout is one clear error rather than a hang.
     """
-    from megatron.core import parallel_state, tensor_parallel
+    from megatron.core import parallel_state
 
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))

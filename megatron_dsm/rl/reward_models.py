@@ -428,7 +428,7 @@ def train_reward_model(train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig
         v = evaluate(trainer.model, valid_enc, seq_length=model_cfg.seq_length, pad_id=pad_id)
         trainer.model.train()
         last.update({f"initial valid {k}": x for k, x in v.items()})
-        trainer.writer.text(f" validation at iteration 0 | " + " | ".join(f"{k}: {x:.4f}" for k, x in v.items()) + " |")
+        trainer.writer.text(" validation at iteration 0 | " + " | ".join(f"{k}: {x:.4f}" for k, x in v.items()) + " |")
     window_t0, window_n = time.perf_counter(), 0
     while trainer.iteration < train.train_iters:
         lr = trainer.current_lr()
