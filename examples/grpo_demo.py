@@ -34,9 +34,9 @@ def demo_args(argv):
     p.add_argument("--sft-max-steps", type=int, default=600)
     p.add_argument("--sft-target", type=float, default=0.3)
     p.add_argument("--sft-lr", type=float, default=2e-3)
-    p.add_argument("--sft-eval-every", type=int, default=25)
+    p.add_argument("--sft-eval-every", type=int, default=10)
     p.add_argument("--sft-batch", type=int, default=32)
-    p.add_argument("--sft-direct-share", type=float, default=0.6,
+    p.add_argument("--sft-direct-share", type=float, default=0.0,
                    help="share of SFT targets that give only the final answer (rl/toy.py)")
     p.add_argument("--plot", default=None, help="PNG path (default WORKDIR/<algorithm>_curves.png)")
     p.add_argument("--tag", default=None, help="name of this RL run (default: the algorithm)")
@@ -45,12 +45,12 @@ def demo_args(argv):
 
 DEFAULTS = ["--num-layers", "2", "--hidden-size", "128", "--num-attention-heads", "4",
             "--ffn-hidden-size", "256", "--seq-length", "160", "--vocab-size", "259",
-            "--lr", "3e-4", "--lr-decay-style", "constant", "--weight-decay", "0.0",
+            "--lr", "2e-4", "--lr-decay-style", "constant", "--weight-decay", "0.0",
             "--adam-beta2", "0.99", "--clip-grad", "1.0", "--micro-batch-size", "64",
-            "--global-batch-size", "128", "--train-iters", "100", "--log-interval", "5",
+            "--global-batch-size", "128", "--train-iters", "250", "--log-interval", "5",
             "--prompts-per-step", "16", "--group-size", "8", "--max-new-tokens", "40",
-            "--beta", "0.0", "--rl-eval-interval", "25", "--rl-eval-size", "300", "--seed", "1",
-            "--task-max-value", "10", "--task-heldout-size", "300", "--task-two-step-prob", "0.5"]
+            "--beta", "0.0", "--rl-eval-interval", "50", "--rl-eval-size", "300", "--seed", "1",
+            "--task-max-value", "5", "--task-heldout-size", "300", "--task-two-step-prob", "0.5"]
 
 
 def main(argv=None) -> int:
