@@ -25,7 +25,9 @@ text, preloaded in memory, with the same two threads.
 import argparse
 import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,10 +70,16 @@ def make_tokenizer(tmp: Path, inp: Path) -> Path:
     return d
 
 
+CPU = []  # CPU seconds (user + sys, the command and every process it waited for) per timed() call
+
+
 def timed(cmd, env=None) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
     dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
     if r.returncode != 0:
         sys.exit(f"command failed ({r.returncode}): {' '.join(map(str, cmd))}\n{r.stderr[-3000:]}")
     return dt
@@ -133,14 +141,16 @@ def main() -> int:
         mlm_cmd = [sys.executable, str(tool), "--input", str(inp), "--output-prefix", str(tmp / "mlm"),
                    "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", str(tok_dir),
                    "--append-eod", "--workers", str(args.workers)]
-        ours_times, mlm_times = [], []
+        ours_times, mlm_times, ours_cpu, mlm_cpu = [], [], [], []
         for rep in range(max(1, args.repeats)):
             ours_times.append(timed(ours_cmd))
-            print(f"  run {rep + 1}: ours {ours_times[-1]:.2f} s", flush=True)
+            ours_cpu.append(CPU[-1])
+            print(f"  run {rep + 1}: ours {ours_times[-1]:.2f} s wall, {ours_cpu[-1]:.2f} CPU-s", flush=True)
             if mlm:
                 mlm_times.append(timed(mlm_cmd, env=env))
-                print(f"  run {rep + 1}: megatron-lm {mlm_times[-1]:.2f} s", flush=True)
-        ours_s = sorted(ours_times)[len(ours_times) // 2]
+                mlm_cpu.append(CPU[-1])
+                print(f"  run {rep + 1}: megatron-lm {mlm_times[-1]:.2f} s wall, {mlm_cpu[-1]:.2f} CPU-s", flush=True)
+        ours_s = statistics.median(ours_times)
         ours_ds, ours_tokens = read_tokens(str(tmp / "ours_text_document"))
         ours_tps = ours_tokens / ours_s
         print(f"ours (tools/preprocess_data.py): {ours_tokens:,} tokens in {ours_s:.2f} s = {ours_tps:,.0f} tokens/s")
@@ -156,7 +166,7 @@ def main() -> int:
                   "(point it at a Megatron-LM checkout to compare)")
             print(f"ratio ours/raw-tokenizer: {ours_tps / raw_tps:.2f} (no Megatron-LM comparison)")
             return 0
-        mlm_s = sorted(mlm_times)[len(mlm_times) // 2]
+        mlm_s = statistics.median(mlm_times)
         mlm_ds, mlm_tokens = read_tokens(str(tmp / "mlm_text_document"))
         mlm_tps = mlm_tokens / mlm_s
         print(f"Megatron-LM tools/preprocess_data.py: {mlm_tokens:,} tokens in {mlm_s:.2f} s = {mlm_tps:,.0f} tokens/s")
@@ -165,6 +175,10 @@ def main() -> int:
         same_docs = list(mlm_ds.index.document_indices) == list(ours_ds.index.document_indices)
         print(f"token ids agree: {same_ids}; document boundaries agree: {same_docs}")
         print(f"megatron-lm / raw batch-encode: {mlm_tps / raw_tps:.2f}")
+        cpu_ratio = (ours_tokens / statistics.median(ours_cpu)) / (mlm_tokens / statistics.median(mlm_cpu))
+        print(f"tokens per CPU-second: ours {ours_tokens / statistics.median(ours_cpu):,.0f}, "
+              f"megatron-lm {mlm_tokens / statistics.median(mlm_cpu):,.0f} (ratio {cpu_ratio:.2f}x; "
+              f"less sensitive to other load on the machine than wall time)")
         ratio = ours_tps / mlm_tps
         print(f"ratio ours/megatron-lm tokens/s: {ratio:.2f}x (target >= 2x; ids {'agree' if same_ids else 'DIFFER'})")
         return 0 if same_ids and same_docs else 1
