@@ -122,13 +122,16 @@ def _resolve(pattern: str, base: Path) -> list[str]:
     return [pat]
 
 
-def validate_prefixes(prefixes, weights=None, tokenizer_fingerprint: str | None = None) -> list[dict]:
+def validate_prefixes(prefixes, weights=None, tokenizer_fingerprint: str | None = None,
+                      require_sidecar: bool = True) -> list[dict]:
     """Raise one ValueError line on the first problem; return each prefix's sidecar.
 
     Checks: weights (if given) are > 0 and as many as prefixes; each prefix
     has ``.bin``, ``.idx`` and ``.json``; it holds at least one token; all
     sidecars carry the same tokenizer fingerprint; it equals
-    ``tokenizer_fingerprint`` when that is given.
+    ``tokenizer_fingerprint`` when that is given.  With
+    ``require_sidecar=False`` a prefix without ``.json`` (e.g. from
+    Megatron-LM's own tool) is accepted and only its size is checked.
     """
     prefixes = [str(p) for p in prefixes]
     if not prefixes:
@@ -147,6 +150,14 @@ def validate_prefixes(prefixes, weights=None, tokenizer_fingerprint: str | None 
             if not os.path.isfile(p + suffix):
                 raise ValueError(f"{p}: missing {p}{suffix}")
         side = indexed.read_sidecar(p)
+        if side is None and not require_sidecar:
+            # e.g. made by Megatron-LM's own tool: no fingerprint to compare
+            docs, tokens = indexed.dataset_counts(p)
+            if tokens == 0 or docs == 0:
+                raise ValueError(f"{p}: dataset is empty ({docs} documents, {tokens} tokens); "
+                                 f"megatron-core's GPTDataset would never finish building")
+            infos.append({"documents": docs, "tokens": tokens, "prefix": p})
+            continue
         if side is None:
             raise ValueError(f"{p}: missing {p}.json sidecar (write it with tools/preprocess_data.py "
                              f"or tools/merge_datasets.py)")
@@ -155,6 +166,9 @@ def validate_prefixes(prefixes, weights=None, tokenizer_fingerprint: str | None 
             raise ValueError(f"{p}: dataset is empty ({docs} documents, {tokens} tokens); "
                              f"megatron-core's GPTDataset would never finish building")
         fp = side.get("fingerprint") or (side.get("tokenizer") or {}).get("fingerprint")
+        if not fp and not require_sidecar:
+            infos.append({**side, "documents": docs, "tokens": tokens, "prefix": p})
+            continue
         if not fp:
             raise ValueError(f"{p}.json: no tokenizer fingerprint")
         if first_fp is None:

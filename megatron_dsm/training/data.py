@@ -10,9 +10,6 @@ the vocab size only fails deep inside the embedding (or not at all on GPU).
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -61,19 +58,14 @@ def blend_from_mixture(path: str) -> Blend:
     return Blend(list(prefixes), list(weights) if weights is not None else None)
 
 
-def read_sidecar(prefix: str) -> dict:
-    p = Path(prefix + ".json")
-    if p.is_file():
-        try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError:
-            raise ConfigError(f"{p}: invalid JSON sidecar") from None
-    return {}
-
-
 def tokenizer_facts(prefix: str) -> dict:
     """vocab_size / eod recorded by tools/preprocess_data.py ({} if absent)."""
-    side = read_sidecar(prefix)
+    from megatron_dsm.data.indexed import read_sidecar
+
+    try:
+        side = read_sidecar(prefix) or {}
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     tok = side.get("tokenizer") if isinstance(side.get("tokenizer"), dict) else {}
     out = {k: tok[k] for k in ("vocab_size", "eod") if tok.get(k) is not None}
     if "eod" in side and "eod" not in out:
@@ -83,41 +75,25 @@ def tokenizer_facts(prefix: str) -> dict:
 
 def validate_blend(blend: Blend, vocab_size: int, *, check_token_ids: bool = True,
                    fingerprint: str | None = None) -> dict:
-    """Check every prefix before building anything. Returns per-prefix stats."""
+    """Check every prefix before building anything (one clear line on the
+    first problem). Returns per-prefix {documents, tokens}."""
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    if blend.weights is not None:
-        for w, p in zip(blend.weights, blend.prefixes):
-            if not w > 0:
-                raise ConfigError(f"blend weight {w} for {p} must be > 0")
+    from megatron_dsm.data.mixture import validate_prefixes
+
+    try:
+        infos = validate_prefixes(blend.prefixes, blend.weights, fingerprint, require_sidecar=False)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(f"data: {e}") from None
     stats = {}
-    fps = {}
-    for prefix in blend.prefixes:
-        idx, binf = prefix + ".idx", prefix + ".bin"
-        missing = [f for f in (idx, binf) if not os.path.isfile(f)]
-        if missing:
-            raise ConfigError(f"data prefix {prefix}: missing {', '.join(missing)}")
-        if os.path.getsize(binf) == 0:
-            raise ConfigError(f"data prefix {prefix}: {binf} is empty (0 tokens)")
-        ds = IndexedDataset(prefix, mmap=True)
-        n_tokens = int(ds.sequence_lengths.sum()) if len(ds) else 0
-        if len(ds) == 0 or n_tokens == 0:
-            raise ConfigError(f"data prefix {prefix}: holds 0 tokens (GPTDataset would never finish)")
-        side = read_sidecar(prefix)
-        fp = side.get("fingerprint") or (side.get("tokenizer") or {}).get("fingerprint")
-        if fp:
-            fps[prefix] = fp
+    for info in infos:
+        prefix = info["prefix"]
         if check_token_ids:
-            max_id = _max_token_id(ds)
+            max_id = _max_token_id(IndexedDataset(prefix, mmap=True))
             if max_id >= vocab_size:
                 raise ConfigError(f"data prefix {prefix}: token id {max_id} >= model vocab size "
                                   f"{vocab_size} (wrong tokenizer or model?)")
-        stats[prefix] = {"documents": len(ds), "tokens": n_tokens}
-    if len(set(fps.values())) > 1:
-        raise ConfigError(f"data prefixes use different tokenizers: {fps}")
-    if fingerprint and fps and fingerprint not in fps.values():
-        raise ConfigError(f"data tokenizer fingerprint {next(iter(fps.values()))} != "
-                          f"expected {fingerprint}")
+        stats[prefix] = {"documents": info["documents"], "tokens": info["tokens"]}
     return stats
 
 
