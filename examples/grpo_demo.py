@@ -47,7 +47,7 @@ DEFAULTS = ["--num-layers", "2", "--hidden-size", "128", "--num-attention-heads"
             "--ffn-hidden-size", "256", "--seq-length", "160", "--vocab-size", "259",
             "--lr", "2e-4", "--lr-decay-style", "constant", "--weight-decay", "0.0",
             "--adam-beta2", "0.99", "--clip-grad", "1.0", "--micro-batch-size", "64",
-            "--global-batch-size", "128", "--train-iters", "250", "--log-interval", "5",
+            "--global-batch-size", "128", "--train-iters", "150", "--log-interval", "5",
             "--prompts-per-step", "16", "--group-size", "8", "--max-new-tokens", "40",
             "--beta", "0.0", "--rl-eval-interval", "50", "--rl-eval-size", "300", "--seed", "1",
             "--task-max-value", "5", "--task-heldout-size", "300", "--task-two-step-prob", "0.5"]
