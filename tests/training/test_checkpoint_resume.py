@@ -53,10 +53,13 @@ def test_kill_during_save_keeps_previous_checkpoint(corpus, tmp_path):
 def test_checkpoint_loads_at_another_layout(full_run, corpus, tmp_path, layout):
     d, first = full_run
     out = tmp_path / "m.jsonl"
-    run_pretrain(common_args(corpus, **{"--train-iters": "12", "--log-json": str(out),
+    # same --train-iters as the first run (the LR schedule depends on it); stop at 12
+    run_pretrain(common_args(corpus, **{"--train-iters": "20", "--exit-interval": "12",
+                                        "--log-json": str(out),
                                         "--load": str(d / "ckpt" / "iter_0000010")}) + layout,
                  nproc=2)
     m = read_metrics(out)
+    assert sorted(m) == [11, 12]
     for it in (11, 12):
         assert abs(m[it]["lm loss"] - first[it]["lm loss"]) / first[it]["lm loss"] < 1e-4
 
