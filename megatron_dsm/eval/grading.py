@@ -615,12 +615,17 @@ class SymbolicPool:
                 # the first call also pays for importing sympy in the worker
                 timeout += 20.0
             p, conn = w
-            conn.send((a, b))
-            if conn.poll(timeout):
-                try:
-                    res = conn.recv()
-                except EOFError:
-                    res = "error:worker died"
+            try:
+                conn.send((a, b))
+                ready = conn.poll(timeout)
+                res = conn.recv() if ready else None
+            except (EOFError, OSError):  # the worker died (EOF, reset or broken pipe)
+                p.kill()
+                p.join()
+                conn.close()
+                STATS["symbolic_error"] += 1
+                return None
+            if ready:
                 with self._lock:
                     self._idle.append(w)
             else:
