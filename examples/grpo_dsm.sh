@@ -14,23 +14,8 @@
 # holds a checkpoint is resumed (policy, optimizer, RL iteration, data position,
 # reference model).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/launch_common.sh" runs/grpo_tiny
 
-PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-NPROC=${NPROC:-1}
-TP=${TP:-1}
-PP=${PP:-1}
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-MASTER_PORT=${MASTER_PORT:-$((29500 + RANDOM % 1000))}
-SAVE_DIR=${SAVE_DIR:-runs/grpo_tiny}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONWARNINGS=${PYTHONWARNINGS:-ignore}
-
-args=()
-if [ -n "${CONFIG:-}" ]; then
-  args+=(--config "$CONFIG")
-fi
 if [ -n "${DATA_PATH:-}" ]; then
   args+=(--task "$DATA_PATH")
 elif [ -z "${CONFIG:-}" ]; then
@@ -41,18 +26,5 @@ elif [ -z "${CONFIG:-}" ]; then
          --micro-batch-size 32 --global-batch-size 64 --prompts-per-step 8 --group-size 8
          --max-new-tokens 40 --log-interval 1 --rl-iteration-steps 10)
 fi
-args+=(--tensor-model-parallel-size "$TP" --pipeline-model-parallel-size "$PP"
-       --save "$SAVE_DIR" --save-interval "${SAVE_INTERVAL:-10}")
-if [ -z "${CONFIG:-}" ] || [ -n "${TRAIN_ITERS:-}" ]; then
-  args+=(--train-iters "${TRAIN_ITERS:-20}")
-fi
-if [ -f "$SAVE_DIR/latest_checkpointed_iteration.txt" ]; then
-  args+=(--load "$SAVE_DIR")
-elif [ -n "${LOAD:-}" ]; then
-  args+=(--load "$LOAD" --finetune)
-fi
-
-exec "$PY" -m torch.distributed.run \
-  --nproc-per-node "$NPROC" --nnodes "$NNODES" --node-rank "$NODE_RANK" \
-  --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" \
-  tools/grpo.py "${args[@]}" "$@"
+finish_args 20 10
+launch tools/grpo.py "$@"

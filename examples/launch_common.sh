@@ -20,12 +20,12 @@ if [ -n "${CONFIG:-}" ]; then
   args+=(--config "$CONFIG")
 fi
 
-# Parallel layout, checkpoints, and the default iteration count ($1 of
-# finish_args) unless a recipe sets it; a SAVE_DIR holding a checkpoint is
+# Parallel layout, checkpoints (save interval default $2, else 100), and the
+# default iteration count ($1) unless a recipe sets it; a SAVE_DIR holding a checkpoint is
 # resumed, else LOAD (when given) starts a fine-tune from it.
 finish_args() {
   args+=(--tensor-model-parallel-size "$TP" --pipeline-model-parallel-size "$PP"
-         --save "$SAVE_DIR" --save-interval "${SAVE_INTERVAL:-100}")
+         --save "$SAVE_DIR" --save-interval "${SAVE_INTERVAL:-${2:-100}}")
   if [ -z "${CONFIG:-}" ] || [ -n "${TRAIN_ITERS:-}" ]; then
     args+=(--train-iters "${TRAIN_ITERS:-$1}")
   fi
