@@ -40,7 +40,6 @@ from typing import Callable, Sequence
 
 import torch
 
-from megatron_dsm import platform
 from megatron_dsm.models.generation import MegatronRolloutEngine, SamplingParams
 from megatron_dsm.rl import algorithms as alg
 from megatron_dsm.rl.rl_config import RLConfig

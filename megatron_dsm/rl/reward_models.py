@@ -464,21 +464,11 @@ def train_reward_model(train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig
 
 
 def main(argv=None) -> int:
-    import sys
-
-    from megatron_dsm.data.tokenizer import TokenizerError
     from megatron_dsm.training.arguments import parse_args
-    from megatron_dsm.training.checkpointing import CheckpointError
+    from megatron_dsm.training.loop import stage_main
 
-    try:
-        train, model_cfg, cfg = parse_args(argv, extra=RMConfig)
-        train_reward_model(train, model_cfg, cfg)
-    except (ConfigError, CheckpointError, RewardDataError, TokenizerError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    finally:
-        platform.destroy_distributed()
-    return 0
+    return stage_main(lambda: train_reward_model(*parse_args(argv, extra=RMConfig)),
+                      RewardDataError)
 
 
 # ---------------------------------------------------------------------------

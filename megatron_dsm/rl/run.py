@@ -105,17 +105,9 @@ def iterative_hook(train, rl: RLConfig, outcome, step):
 
 def main(argv=None) -> int:
     """One error line (exit 2) for bad options, data or checkpoints."""
-    from megatron_dsm import platform
-    from megatron_dsm.data.tokenizer import TokenizerError
-    from megatron_dsm.training.checkpointing import CheckpointError
+    from megatron_dsm.training.loop import stage_main
 
-    try:
-        return _main(argv)
-    except (ConfigError, CheckpointError, TokenizerError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    finally:
-        platform.destroy_distributed()
+    return stage_main(lambda: _main(argv))
 
 
 def _main(argv=None) -> int:

@@ -343,17 +343,26 @@ def evaluate(trainer: Trainer, valid_ds) -> dict:
     return totals
 
 
-def main(argv=None) -> int:
+def stage_main(body: Callable[[], object], *errors: type[Exception]) -> int:
+    """Entry-point wrapper shared by the training stages (pretrain, SFT,
+    reward models, RL): bad input is one ``error:`` line and exit code 2 —
+    config, checkpoint and tokenizer errors plus the stage's own ``errors`` —
+    and the process groups are always torn down."""
     import sys
 
-    from megatron_dsm.training.arguments import parse_args
+    from megatron_dsm.data.tokenizer import TokenizerError
 
     try:
-        train, model_cfg = parse_args(argv)
-        pretrain(train, model_cfg)
-    except (ConfigError, checkpointing.CheckpointError) as e:
+        rc = body()
+    except (ConfigError, checkpointing.CheckpointError, TokenizerError, *errors) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     finally:
         platform.destroy_distributed()
-    return 0
+    return rc if isinstance(rc, int) else 0
+
+
+def main(argv=None) -> int:
+    from megatron_dsm.training.arguments import parse_args
+
+    return stage_main(lambda: pretrain(*parse_args(argv)))

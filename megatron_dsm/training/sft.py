@@ -288,21 +288,10 @@ def run_sft(train: TrainConfig, model_cfg: ModelConfig, sft_cfg: SFTConfig) -> S
 
 
 def main(argv=None) -> int:
-    import sys
-
-    from megatron_dsm.data.tokenizer import TokenizerError
     from megatron_dsm.training.arguments import parse_args
-    from megatron_dsm.training.checkpointing import CheckpointError
+    from megatron_dsm.training.loop import stage_main
 
-    try:
-        train, model_cfg, sft_cfg = parse_args(argv, extra=SFTConfig)
-        run_sft(train, model_cfg, sft_cfg)
-    except (ConfigError, CheckpointError, SFTDataError, TokenizerError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    finally:
-        platform.destroy_distributed()
-    return 0
+    return stage_main(lambda: run_sft(*parse_args(argv, extra=SFTConfig)), SFTDataError)
 
 
 # ---------------------------------------------------------------------------
