@@ -23,7 +23,7 @@ tokens.  Pipeline parallelism is not supported here (PP>1 is refused).
 
 The KV cache buffers are allocated here rather than by megatron-core:
 ``Attention._allocate_memory`` (megatron/core/transformer/attention.py,
-megatron-core 0.16.1) allocates on ``torch.cuda.current_device()``, which
+megatron-core 0.16.1) allocates on the current CUDA device, which
 fails on a CPU-only build.  Attention allocates only when a layer has no
 entry in ``key_value_memory_dict``, so pre-filling that dict with buffers of
 the same shape ``[max_seq, max_batch, kv_heads_per_partition, head_dim]`` on
