@@ -23,3 +23,18 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="module")
+def dist_cleanup():
+    """For tests that start torch.distributed in the pytest process itself:
+    tear the process groups down afterwards and restore torch's thread count
+    (initialize_distributed sets it to OMP_NUM_THREADS)."""
+    import torch
+
+    from megatron_dsm import platform
+
+    threads = torch.get_num_threads()
+    yield
+    platform.destroy_distributed()
+    torch.set_num_threads(threads)

@@ -440,11 +440,7 @@ def train_reward_model(train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig
         it = trainer.iteration
         if it % train.log_interval == 0 or it == train.train_iters:
             elapsed = (time.perf_counter() - window_t0) / window_n
-            fields = {"consumed samples": trainer.consumed_samples,
-                      "elapsed time per iteration (ms)": elapsed * 1000.0, "learning rate": lr}
-            fields.update(result.metrics)
-            if result.grad_norm is not None:
-                fields["grad norm"] = float(result.grad_norm)
+            fields = trainer.step_fields(result, lr, elapsed)
             trainer.writer.log(it, train.train_iters, fields)
             last.update(fields, iteration=it)
             window_t0, window_n = time.perf_counter(), 0

@@ -214,6 +214,21 @@ class Trainer:
             self._metrics_src = int(t.item())
         return self._metrics_src
 
+    def step_fields(self, result: StepResult, lr: float, elapsed_s: float,
+                    tokens_per_step: int | None = None) -> dict:
+        """The Megatron log-line fields of one step (every stage logs these)."""
+        fields = {"consumed samples": self.consumed_samples,
+                  "elapsed time per iteration (ms)": elapsed_s * 1000.0,
+                  "learning rate": lr}
+        fields.update(result.metrics)
+        if result.grad_norm is not None:
+            fields["grad norm"] = float(result.grad_norm)
+        if tokens_per_step:
+            fields["tokens per second"] = tokens_per_step / elapsed_s
+        if result.skipped:
+            fields["skipped iterations"] = 1
+        return fields
+
     def current_lr(self) -> float:
         return self.scheduler.current_lr() if self.scheduler else 0.0
 
@@ -294,15 +309,7 @@ def pretrain(train: TrainConfig, model_cfg: ModelConfig, *, eod: int | None = No
         it = trainer.iteration
         if it % train.log_interval == 0 or it == train.train_iters:
             elapsed = (time.perf_counter() - window_t0) / window_n
-            fields = {"consumed samples": trainer.consumed_samples,
-                      "elapsed time per iteration (ms)": elapsed * 1000.0,
-                      "learning rate": lr}
-            fields.update(result.metrics)
-            if result.grad_norm is not None:
-                fields["grad norm"] = float(result.grad_norm)
-            fields["tokens per second"] = tokens_per_step / elapsed
-            if result.skipped:
-                fields["skipped iterations"] = 1
+            fields = trainer.step_fields(result, lr, elapsed, tokens_per_step)
             trainer.writer.log(it, train.train_iters, fields)
             last = dict(fields, iteration=it)
             window_t0, window_n = time.perf_counter(), 0

@@ -258,14 +258,8 @@ def run_sft(train: TrainConfig, model_cfg: ModelConfig, sft_cfg: SFTConfig) -> S
         it = trainer.iteration
         if it % train.log_interval == 0 or it == train.train_iters:
             elapsed = (time.perf_counter() - window_t0) / window_n
-            fields = {"consumed samples": trainer.consumed_samples,
-                      "elapsed time per iteration (ms)": elapsed * 1000.0, "learning rate": lr,
-                      "lm loss": result.metrics["lm loss"]}
-            if result.grad_norm is not None:
-                fields["grad norm"] = float(result.grad_norm)
-            fields["tokens per second"] = train.global_batch_size * model_cfg.seq_length / elapsed
-            if result.skipped:
-                fields["skipped iterations"] = 1
+            fields = trainer.step_fields(result, lr, elapsed,
+                                         train.global_batch_size * model_cfg.seq_length)
             trainer.writer.log(it, train.train_iters, fields)
             last.update(fields, iteration=it)
             window_t0, window_n = time.perf_counter(), 0

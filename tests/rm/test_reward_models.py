@@ -23,20 +23,6 @@ from tests.rm.helpers import small_tokenizer
 
 
 @pytest.fixture(scope="module")
-def dist_cleanup():
-    env = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
-    threads = torch.get_num_threads()
-    yield
-    platform.destroy_distributed()
-    for k, v in env.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     return small_tokenizer(toydata.corpus_texts(), tmp_path_factory.mktemp("tok") / "tokenizer.json")
 

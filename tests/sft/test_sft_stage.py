@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from megatron_dsm import platform
@@ -19,20 +18,6 @@ from megatron_dsm.models.config import ModelConfig, preset
 from tests.sft.overfit import build
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def dist_cleanup():
-    env = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
-    threads = torch.get_num_threads()
-    yield
-    platform.destroy_distributed()
-    for k, v in env.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    torch.set_num_threads(threads)
 
 
 def test_overfit_demo_exact_match(tmp_path, dist_cleanup):
