@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """GPU smoke test: the transformer-engine layer spec in bf16 on one GPU for a
 ~1B Llama config; prints tokens/s and MFU (model FLOPs utilisation, using
-6 * params * tokens + attention FLOPs against the GPU's dense bf16 peak).
+6 * matmul params * tokens + attention FLOPs against the GPU's dense bf16 peak).
 
 Run through benchmarks/gpu_smoke.sh on a GPU host.  It refuses to run
 without CUDA (a CPU figure would say nothing about the TE path).
@@ -61,14 +61,18 @@ def main():
     step = statistics.median(times)
     tokens_s = B * S / step
     n = cfg.num_parameters()
-    flops_per_token = 6 * n + 12 * cfg.num_layers * cfg.hidden_size * S
+    # PaLM's model FLOPs: 6 per parameter per token (the input embedding is a
+    # lookup, not a matmul, so it is left out) plus attention scores and
+    # values, 12*L*h*S per token (full, not halved for the causal mask).
+    matmul_params = n - cfg.padded_vocab_size() * cfg.hidden_size
+    flops_per_token = 6 * matmul_params + 12 * cfg.num_layers * cfg.hidden_size * S
     name = platform.device_name()
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     mfu = tokens_s * flops_per_token / (peak * 1e12) if peak else float("nan")
     print(f"device: {name}; transformer-engine spec: {te}; bf16; {args.model} {n / 1e9:.2f}B params; "
           f"micro batch {B} x {S}; loss {r.metrics.get('lm loss', float('nan')):.3f}; "
           f"peak memory {platform.max_memory_allocated() / 2**30:.1f} GiB")
-    print(f"step {step * 1000:.1f} ms | tokens/s {tokens_s:,.0f} | MFU {mfu:.1%}")
+    print(f"step {step * 1000:.1f} ms | tokens/s {tokens_s:,.0f} | model TFLOP/s {tokens_s * flops_per_token / 1e12:.0f} | MFU {mfu:.1%}")
     platform.destroy_distributed()
     return 0
 
