@@ -188,7 +188,8 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
         tok = logits.argmax(-1)
         lp = torch.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1)
         return tok, lp
-    logp = torch.log_softmax(logits / temperature, -1)
+    # x / 1.0 == x exactly: skip the division (one op per step) at temperature 1
+    logp = torch.log_softmax(logits / temperature if temperature != 1.0 else logits, -1)
     if top_p < 1.0:
         sorted_lp, order = logp.sort(-1, descending=True)
         probs = sorted_lp.exp()
@@ -228,7 +229,7 @@ def _model_dtype(model) -> torch.dtype:
 # ---------------------------------------------------------------------------
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
              pad_id: int = 0, vocab_size: Optional[int] = None,
              decode: Optional[Callable[[list[int]], str]] = None,
@@ -238,6 +239,13 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
     ``vocab_size`` excludes padded vocabulary entries; ``decode`` turns ids
     into text for stop strings.  ``use_cache=False`` recomputes the whole
     sequence every step (the reference the KV cache is tested against).
+
+    Per-step bookkeeping is kept off the critical path: token, real-token,
+    position and pad-mask buffers are allocated once for the whole
+    ``[b, prompt + max_new_tokens]`` window and each step writes one column
+    and reads views; the only host sync per step is the count of finished
+    rows (to stop early).  The model sees exactly the inputs of a plain
+    step-by-step loop, so the tokens sampled for a seed do not depend on it.
     """
     from megatron.core.inference.contexts import StaticInferenceContext
 
@@ -251,8 +259,8 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
         raise GenerationError("stop strings need a decode function")
     dev = platform.device()
     rows = [list(p) for p in prompts for _ in range(params.n)]
-    tokens, real = left_pad(rows, pad_id, dev)
-    b, s0 = tokens.shape
+    prompt_tokens, prompt_real = left_pad(rows, pad_id, dev)
+    b, s0 = prompt_tokens.shape
     total = s0 + params.max_new_tokens
     if getattr(getattr(model, "config", None), "sequence_parallel", False):
         raise GenerationError("generation needs sequence_parallel off (one new token per step "
@@ -261,6 +269,18 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
     if params.temperature > 0:
         gen = torch.Generator(device=dev).manual_seed(params.seed)
     stop_ids = torch.tensor(sorted(set(params.stop_ids)) or [-1], device=dev)
+    # Whole-window buffers: column s0 + j holds generated token j.  A generated
+    # column stays "real" until its row has finished (then it holds a pad).
+    tokens = torch.full((b, total), pad_id, dtype=torch.long, device=dev)
+    tokens[:, :s0] = prompt_tokens
+    real = torch.ones((b, total), dtype=torch.bool, device=dev)
+    real[:, :s0] = prompt_real
+    masked = ~real[:, None, None, :]                  # [b, 1, 1, total] True = hidden key
+    positions = torch.arange(total, device=dev)[None].expand(b, -1)
+    out_lp = torch.zeros((b, params.max_new_tokens), dtype=torch.float32, device=dev)
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    finished = torch.zeros(b, dtype=torch.bool, device=dev)
+    n_done = 0
 
     was_training = model.training
     model.eval()
@@ -270,21 +290,17 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
     if use_cache:
         ctx = StaticInferenceContext(max_batch_size=b, max_sequence_length=total)
         _allocate_kv_cache(model, ctx, b, total, _model_dtype(model))
-    out_tok = torch.empty(b, 0, dtype=torch.long, device=dev)
-    out_lp = torch.empty(b, 0, dtype=torch.float32, device=dev)
-    done = torch.zeros(b, dtype=torch.bool, device=dev)
-    finished = torch.zeros(b, dtype=torch.bool, device=dev)
     steps = 0
     try:
         for step in range(params.max_new_tokens):
+            cur = s0 + step                           # tokens so far
             if ctx is not None and step > 0:
-                inp = tokens[:, -1:]
-                mask = attention_mask(real, 1)
+                # one new query over every key so far: only pads are hidden
+                inp, pos, mask = tokens[:, cur - 1:cur], positions[:, cur - 1:cur], masked[..., :cur]
                 ctx.enable_decode_mode()
             else:
-                inp, mask = tokens, attention_mask(real, tokens.size(1))
-            pos = torch.arange(tokens.size(1) - inp.size(1), tokens.size(1), device=dev)
-            pos = pos[None].expand(b, -1)
+                inp, pos = tokens[:, :cur], positions[:, :cur]
+                mask = attention_mask(real[:, :cur], cur)
             if ctx is not None:
                 # GPTModel asserts runtime_gather_output in inference mode: its
                 # output layer then gathers with gather_from_tensor_model_parallel_region.
@@ -293,25 +309,30 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
                 logits = logits[:, -1, :]                             # [b, v]
             else:
                 logits = gather_logits(model(inp, pos, mask)[:, -1, :])  # [b, v/tp] -> [b, v]
-            logits = _mask_vocab_(logits, vocab_size)
+            if vocab_size is not None and vocab_size < logits.size(-1):
+                logits = _mask_vocab_(logits, vocab_size)
             nxt, lp = sample_next(logits, params.temperature, params.top_p, gen)
             nxt = _broadcast_tp(nxt.contiguous())
             lp = _broadcast_tp(lp.contiguous())
-            nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+            if n_done:
+                nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+                real[:, cur] = ~done
+                masked[:, 0, 0, cur] = done
             steps += 1
-            tokens = torch.cat([tokens, nxt[:, None]], 1)
-            real = torch.cat([real, ~done[:, None]], 1)
-            out_tok = torch.cat([out_tok, nxt[:, None]], 1)
-            out_lp = torch.cat([out_lp, lp[:, None]], 1)
-            hit = ~done & torch.isin(nxt, stop_ids)
+            tokens[:, cur] = nxt
+            out_lp[:, step] = lp
+            hit = torch.isin(nxt, stop_ids)
+            if n_done:
+                hit &= ~done
             if params.stop_strings:
                 # a running row's generated tokens are all real
                 for i in (~done & ~hit).nonzero().flatten().tolist():
-                    if _hits_stop(decode(out_tok[i].tolist()), params.stop_strings):
+                    if _hits_stop(decode(tokens[i, s0:cur + 1].tolist()), params.stop_strings):
                         hit[i] = True
             finished |= hit
             done |= hit
-            if bool(done.all()):
+            n_done = int(done.sum())
+            if n_done == b:
                 break
     finally:
         if was_training:
@@ -319,13 +340,14 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
     platform.synchronize()
     seconds = time.perf_counter() - t0
 
-    completions, logprobs = [], []
-    for i in range(b):
-        n_real = int(real[i, s0:].sum())
-        completions.append(out_tok[i, :n_real].tolist())
-        logprobs.append(out_lp[i, :n_real].tolist())
+    end = s0 + steps
+    lengths = real[:, s0:end].sum(1).tolist()
+    gen_tokens = tokens[:, s0:end].tolist()
+    gen_lp = out_lp[:, :steps].tolist()
+    completions = [t[:n] for t, n in zip(gen_tokens, lengths)]
+    logprobs = [lp[:n] for lp, n in zip(gen_lp, lengths)]
     return GenerationOutput(prompts=rows, completions=completions, logprobs=logprobs,
-                            finished=finished.tolist(), new_tokens=int(real[:, s0:].sum()),
+                            finished=finished.tolist(), new_tokens=sum(lengths),
                             seconds=seconds, steps=steps)
 
 
@@ -379,10 +401,13 @@ def token_logprobs(model, tokens: torch.Tensor, *, temperature: float = 1.0,
     if vocab_size is not None:
         part = logits.size(-1)
         rank = ps.get_tensor_model_parallel_rank() if ps.model_parallel_is_initialized() else 0
-        logits = _mask_vocab_(logits, vocab_size, offset=rank * part)
+        if vocab_size < (rank + 1) * part:      # this shard holds padded entries
+            logits = _mask_vocab_(logits, vocab_size, offset=rank * part)
     target = tokens[:, 1:].transpose(0, 1).contiguous()
-    # clone: vocab_parallel_cross_entropy overwrites its logits argument.
-    nll = tensor_parallel.vocab_parallel_cross_entropy(logits.clone(), target)
+    # clone: vocab_parallel_cross_entropy overwrites its logits argument (and
+    # views it, so the copy is laid out contiguously whatever came before).
+    nll = tensor_parallel.vocab_parallel_cross_entropy(
+        logits.clone(memory_format=torch.contiguous_format), target)
     return -nll.transpose(0, 1)
 
 

@@ -81,16 +81,22 @@ def response_logprobs(model, batch: RolloutBatch, *, temperature: float = 1.0,
     return out * batch.mask.to(dev)
 
 
-@torch.no_grad()
 def response_logprobs_chunked(model, batch: RolloutBatch, chunk: int, **kw) -> torch.Tensor:
-    """Forward-only log-probs in chunks of ``chunk`` rows (old / reference policy)."""
+    """Forward-only log-probs in chunks of ``chunk`` rows (old / reference policy).
+
+    The forwards run under ``torch.inference_mode`` (no autograd bookkeeping
+    at all); the result is copied out of it by the final ``cat``, so it is an
+    ordinary tensor that the loss may use next to differentiable ones."""
     was = model.training
-    model.eval()
+    if was:
+        model.eval()
     try:
-        parts = [response_logprobs(model, batch.rows(i, i + chunk), **kw)
-                 for i in range(0, batch.tokens.size(0), chunk)]
+        with torch.inference_mode():
+            parts = [response_logprobs(model, batch.rows(i, i + chunk), **kw)
+                     for i in range(0, batch.tokens.size(0), chunk)]
     finally:
-        model.train(was)
+        if was:
+            model.train(was)
     return torch.cat(parts, 0)
 
 

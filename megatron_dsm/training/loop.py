@@ -99,6 +99,7 @@ class Trainer:
         self.consumed_samples = 0
         self.rank = torch.distributed.get_rank()
         self._metrics_src: int | None = None
+        self._metric_keys: list[str] | None = None
         self.writer = MetricsWriter(
             enabled=self.rank == 0, tensorboard_dir=train.tensorboard_dir,
             wandb_project=train.wandb_project, json_path=train.log_json,
@@ -186,22 +187,46 @@ class Trainer:
 
     def reduce_metrics(self, losses: list[dict]) -> dict:
         """Mean of each metric over micro-batches and data-parallel ranks,
-        taken from the last pipeline stage and shared with every rank."""
+        taken from the last pipeline stage and shared with every rank.
+
+        The key set is agreed once (``broadcast_object_list`` from the last
+        stage) and cached on every rank; later calls take one float64
+        all-reduce whose last slot flags a changed key set (any rank holding
+        losses whose keys differ from the cache), and only then fall back to
+        agreeing on the keys again.  One process: no collective at all."""
         is_last = self.ps.is_pipeline_last_stage() and self.ps.get_tensor_model_parallel_rank() == 0
-        keys = sorted(losses[0].keys()) if (is_last and losses) else []
+        mine = sorted(losses[0].keys()) if (is_last and losses) else []
+        if torch.distributed.get_world_size() == 1:
+            return {k: sum(float(x[k]) for x in losses) / len(losses) for k in mine}
+        keys = self._metric_keys
+        if keys is not None:
+            vec = self._metric_vector(keys, losses, is_last and bool(losses) and mine == keys,
+                                      flag=is_last and mine != keys)
+            torch.distributed.all_reduce(vec)
+            if vec[-1].item() == 0.0:
+                return self._metric_means(keys, vec[:-1])
         # Agree on the key set: the last stage of pipeline rank holding rank 0's group.
-        obj = [keys]
-        src = self._last_stage_rank0()
-        torch.distributed.broadcast_object_list(obj, src=src)
-        keys = obj[0]
-        vec = torch.zeros(len(keys) + 1, dtype=torch.float64)
-        if is_last and losses:
-            for i, k in enumerate(keys):
-                vec[i] = sum(float(x[k]) for x in losses) / len(losses)
-            vec[-1] = 1.0
+        obj = [mine]
+        torch.distributed.broadcast_object_list(obj, src=self._last_stage_rank0())
+        keys = self._metric_keys = obj[0]
+        vec = self._metric_vector(keys, losses, is_last and bool(losses))[:-1]
         torch.distributed.all_reduce(vec)
+        return self._metric_means(keys, vec)
+
+    @staticmethod
+    def _metric_vector(keys: list[str], losses: list[dict], contribute: bool,
+                       flag: bool = False) -> torch.Tensor:
+        """[per-key micro-batch means..., contributor count, changed-keys flag]."""
+        if contribute:
+            vals = [sum(float(x[k]) for x in losses) / len(losses) for k in keys] + [1.0]
+        else:
+            vals = [0.0] * (len(keys) + 1)
+        return torch.tensor(vals + [1.0 if flag else 0.0], dtype=torch.float64)
+
+    @staticmethod
+    def _metric_means(keys: list[str], vec: torch.Tensor) -> dict:
         n = max(vec[-1].item(), 1.0)
-        return {k: vec[i].item() / n for i, k in enumerate(keys)}
+        return {k: v / n for k, v in zip(keys, vec[:-1].tolist())}
 
     def _last_stage_rank0(self) -> int:
         """Lowest global rank on the last pipeline stage with TP rank 0 (it

@@ -108,6 +108,76 @@ def test_g_samples_differ_and_are_reproducible(model):
     assert all(t < VOCAB for row in a.completions for t in row)
 
 
+@torch.no_grad()
+def _plain_generate(model, prompts, params, *, pad_id=0, vocab_size=None, decode=None):
+    """The sampler written as the plainest KV-cached loop (the shape generate()
+    had before its per-step bookkeeping was moved into preallocated buffers):
+    concatenate a column per step and rebuild the mask and positions from
+    scratch.  generate() must sample exactly these tokens."""
+    from megatron.core.inference.contexts import StaticInferenceContext
+
+    rows = [list(p) for p in prompts for _ in range(params.n)]
+    tokens, real = G.left_pad(rows, pad_id, platform.device())
+    b, s0 = tokens.shape
+    gen = torch.Generator().manual_seed(params.seed) if params.temperature > 0 else None
+    stop_ids = torch.tensor(sorted(set(params.stop_ids)) or [-1])
+    ctx = StaticInferenceContext(max_batch_size=b, max_sequence_length=s0 + params.max_new_tokens)
+    G._allocate_kv_cache(model, ctx, b, s0 + params.max_new_tokens, torch.float32)
+    out_tok = torch.empty(b, 0, dtype=torch.long)
+    out_lp = torch.empty(b, 0)
+    done = torch.zeros(b, dtype=torch.bool)
+    model.eval()
+    for step in range(params.max_new_tokens):
+        if step > 0:
+            inp, mask = tokens[:, -1:], G.attention_mask(real, 1)
+            ctx.enable_decode_mode()
+        else:
+            inp, mask = tokens, G.attention_mask(real, tokens.size(1))
+        pos = torch.arange(tokens.size(1) - inp.size(1), tokens.size(1))[None].expand(b, -1)
+        logits = model(inp, pos, mask, inference_context=ctx, runtime_gather_output=True)
+        ctx.sequence_len_offset += inp.size(1)
+        logits = G._mask_vocab_(logits[:, -1, :], vocab_size)
+        nxt, lp = G.sample_next(logits, params.temperature, params.top_p, gen)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        tokens = torch.cat([tokens, nxt[:, None]], 1)
+        real = torch.cat([real, ~done[:, None]], 1)
+        out_tok = torch.cat([out_tok, nxt[:, None]], 1)
+        out_lp = torch.cat([out_lp, lp[:, None]], 1)
+        hit = ~done & torch.isin(nxt, stop_ids)
+        for i in (~done & ~hit).nonzero().flatten().tolist():
+            if params.stop_strings and any(t in decode(out_tok[i].tolist()) for t in params.stop_strings):
+                hit[i] = True
+        done |= hit
+        if bool(done.all()):
+            break
+    n_real = real[:, s0:].sum(1).tolist()
+    return ([out_tok[i, :n].tolist() for i, n in enumerate(n_real)],
+            [out_lp[i, :n].tolist() for i, n in enumerate(n_real)])
+
+
+@pytest.mark.parametrize("kw", [
+    dict(temperature=1.0, n=3, seed=4, top_p=0.9),
+    dict(temperature=0.7, n=2, seed=9, stop_ids=(17, 31, 40, 77)),
+    dict(temperature=1.0, n=4, seed=5, stop_strings=("<1", "<7")),
+    dict(temperature=0.0, stop_ids="3rd greedy token of row 0"),
+])
+def test_sampled_tokens_equal_the_plain_loop(model, kw):
+    """Same seed -> the very same tokens and log-probs (bit for bit) as the
+    plain concatenating loop, with left padding, rows stopping at different
+    steps (stop ids and stop strings), top-p and temperature."""
+    decode = lambda ids: "".join(f"<{i}>" for i in ids)  # noqa: E731
+    if isinstance(kw.get("stop_ids"), str):
+        kw = dict(kw, stop_ids=(G.generate(model, PROMPTS, greedy(3), vocab_size=VOCAB).completions[0][2],))
+    p = G.SamplingParams(max_new_tokens=14, **kw)
+    out = G.generate(model, PROMPTS, p, vocab_size=VOCAB, pad_id=0, decode=decode)
+    toks, lps = _plain_generate(model, PROMPTS, p, pad_id=0, vocab_size=VOCAB, decode=decode)
+    assert out.completions == toks
+    assert out.logprobs == lps
+    assert out.new_tokens == sum(map(len, toks))
+    if p.stop_ids or p.stop_strings:   # the case really has rows ending early
+        assert any(len(c) < p.max_new_tokens for c in toks)
+
+
 def test_tiny_top_p_is_greedy(model):
     ref = G.generate(model, PROMPTS, greedy(10), vocab_size=VOCAB).completions
     out = G.generate(model, PROMPTS, G.SamplingParams(max_new_tokens=10, temperature=1.0, top_p=1e-6),
