@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -118,8 +119,14 @@ def sharded_state(model, optimizer=None, *, is_loading: bool = False) -> dict:
 
 
 def save_checkpoint(root: str, iteration: int, model, optimizer, common: dict,
-                    rng_state: dict | None = None) -> Path:
-    """Save and publish ``iter_{iteration}``; returns its final path."""
+                    rng_state: dict | None = None,
+                    write_files: Callable[[Path], None] | None = None) -> Path:
+    """Save and publish ``iter_{iteration}``; returns its final path.
+
+    ``write_files(dir)`` (every rank) adds files of its own, such as the RL
+    stage's frozen reference model or a critic, to the checkpoint *before*
+    it is published, so that a run killed mid-save never leaves a published
+    checkpoint without them."""
     from megatron.core import dist_checkpointing
 
     root_p = Path(root)
@@ -138,6 +145,8 @@ def save_checkpoint(root: str, iteration: int, model, optimizer, common: dict,
     if rng_state is not None:
         (tmp / "rng").mkdir(exist_ok=True)
         torch.save(rng_state, tmp / "rng" / f"rank_{_rank():05d}.pt")
+    if write_files is not None:
+        write_files(tmp)
     _fault_point("save", iteration)
     _barrier()
     if _rank() == 0:

@@ -136,11 +136,14 @@ class Trainer:
                 "train_config": dataclasses.asdict(self.train_cfg),
                 "model_config": dataclasses.asdict(self.model_cfg)}
 
-    def save(self, extra: dict | None = None):
+    def save(self, extra: dict | None = None, write_files: Callable | None = None):
+        """``write_files(dir)``: extra files that must be part of the checkpoint
+        before it is published (see ``checkpointing.save_checkpoint``)."""
         t0 = time.perf_counter()
         path = checkpointing.save_checkpoint(
             self.train_cfg.save, self.iteration, self.model, self.optimizer,
-            {**self.common_state(), **(extra or {})}, platform.rng_state())
+            {**self.common_state(), **(extra or {})}, platform.rng_state(),
+            write_files=write_files)
         self.writer.text(f"saved checkpoint {path} in {time.perf_counter() - t0:.2f}s")
         return path
 
