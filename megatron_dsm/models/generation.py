@@ -281,6 +281,7 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     finished = torch.zeros(b, dtype=torch.bool, device=dev)
     n_done = 0
+    left_padded = any(len(r) < s0 for r in rows)
 
     was_training = model.training
     model.eval()
@@ -295,8 +296,10 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
         for step in range(params.max_new_tokens):
             cur = s0 + step                           # tokens so far
             if ctx is not None and step > 0:
-                # one new query over every key so far: only pads are hidden
-                inp, pos, mask = tokens[:, cur - 1:cur], positions[:, cur - 1:cur], masked[..., :cur]
+                # One new query over every key so far: only pads are hidden, and
+                # with none (no left padding, no finished row) no mask is needed.
+                inp, pos = tokens[:, cur - 1:cur], positions[:, cur - 1:cur]
+                mask = masked[..., :cur] if (left_padded or n_done) else None
                 ctx.enable_decode_mode()
             else:
                 inp, pos = tokens[:, :cur], positions[:, :cur]

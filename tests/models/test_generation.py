@@ -160,6 +160,8 @@ def _plain_generate(model, prompts, params, *, pad_id=0, vocab_size=None, decode
     dict(temperature=0.7, n=2, seed=9, stop_ids=(17, 31, 40, 77)),
     dict(temperature=1.0, n=4, seed=5, stop_strings=("<1", "<7")),
     dict(temperature=0.0, stop_ids="3rd greedy token of row 0"),
+    # one prompt, no left padding: no decode mask until the first row ends
+    dict(prompts=1, temperature=1.0, n=6, seed=2, stop_strings=("<1",)),
 ])
 def test_sampled_tokens_equal_the_plain_loop(model, kw):
     """Same seed -> the very same tokens and log-probs (bit for bit) as the
@@ -168,14 +170,17 @@ def test_sampled_tokens_equal_the_plain_loop(model, kw):
     decode = lambda ids: "".join(f"<{i}>" for i in ids)  # noqa: E731
     if isinstance(kw.get("stop_ids"), str):
         kw = dict(kw, stop_ids=(G.generate(model, PROMPTS, greedy(3), vocab_size=VOCAB).completions[0][2],))
+    kw = dict(kw)
+    prompts = PROMPTS[:kw.pop("prompts")] if "prompts" in kw else PROMPTS
     p = G.SamplingParams(max_new_tokens=14, **kw)
-    out = G.generate(model, PROMPTS, p, vocab_size=VOCAB, pad_id=0, decode=decode)
-    toks, lps = _plain_generate(model, PROMPTS, p, pad_id=0, vocab_size=VOCAB, decode=decode)
+    out = G.generate(model, prompts, p, vocab_size=VOCAB, pad_id=0, decode=decode)
+    toks, lps = _plain_generate(model, prompts, p, pad_id=0, vocab_size=VOCAB, decode=decode)
     assert out.completions == toks
     assert out.logprobs == lps
     assert out.new_tokens == sum(map(len, toks))
-    if p.stop_ids or p.stop_strings:   # the case really has rows ending early
+    if p.stop_ids or p.stop_strings:   # the case really has rows ending early (not all at once)
         assert any(len(c) < p.max_new_tokens for c in toks)
+        assert len({len(c) for c in toks}) > 1
 
 
 def test_tiny_top_p_is_greedy(model):
