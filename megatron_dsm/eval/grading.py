@@ -534,6 +534,11 @@ def _symbolic_worker(conn) -> None:
         s = s.replace("\\cdot", "*").replace("\\times", "*")
         return parse_latex(s)
 
+    try:  # the first parse loads the antlr runtime: part of start-up, not of a call
+        parse("1")
+    except Exception:  # noqa: BLE001 - a broken parser shows up as parse errors per call
+        pass
+    conn.send("ready")
     while True:
         try:
             a, b = conn.recv()
@@ -590,8 +595,13 @@ class SymbolicPool:
     """Worker processes running sympy; a call that exceeds its timeout kills
     its worker (the only way to stop sympy) and a fresh one replaces it."""
 
-    def __init__(self, workers: int = 1, timeout: float = 5.0):
+    def __init__(self, workers: int = 1, timeout: float = 5.0, startup_timeout: float = 300.0):
         self.timeout = timeout
+        # Start-up (spawn + importing sympy and antlr) is waited for apart from
+        # the per-call timeout: on a loaded machine it can take longer than a
+        # call's budget, and killing a worker that is still importing would
+        # make every later call time out too.
+        self.startup_timeout = startup_timeout
         self._ctx = mp.get_context("spawn")
         self._idle: list = []
         self._lock = threading.Lock()
@@ -602,6 +612,15 @@ class SymbolicPool:
         p = self._ctx.Process(target=_symbolic_worker, args=(child,), daemon=True)
         p.start()
         child.close()
+        try:
+            ok = parent.poll(self.startup_timeout) and parent.recv() == "ready"
+        except (EOFError, OSError):
+            ok = False
+        if not ok:
+            p.kill()
+            p.join()
+            parent.close()
+            return None
         return p, parent
 
     def equiv(self, a: str, b: str, timeout: Optional[float] = None) -> Optional[bool]:
@@ -612,8 +631,9 @@ class SymbolicPool:
                 w = self._idle.pop() if self._idle else None
             if w is None or not w[0].is_alive():
                 w = self._start()
-                # the first call also pays for importing sympy in the worker
-                timeout += 20.0
+                if w is None:
+                    STATS["symbolic_start_timeout"] += 1
+                    return None
             p, conn = w
             try:
                 conn.send((a, b))

@@ -175,6 +175,23 @@ def test_symbolic_parse_failure_is_reported():
         pool.close()
 
 
+def test_symbolic_startup_is_not_charged_to_the_call():
+    """Spawning the worker and importing sympy/antlr (seconds, more on a
+    loaded machine) is waited for apart from the per-call timeout; a worker
+    that never gets ready is reported, not waited for forever."""
+    from megatron_dsm.eval.grading import STATS, SymbolicPool
+    pool = SymbolicPool(workers=1, timeout=1.0)
+    try:
+        assert pool.equiv("x+x", "2x") is True
+        assert pool.equiv("x^2", "x x") is True
+    finally:
+        pool.close()
+    slow = SymbolicPool(workers=1, timeout=1.0, startup_timeout=0.001)
+    before = STATS["symbolic_start_timeout"]
+    assert slow.equiv("x", "x") is None
+    assert STATS["symbolic_start_timeout"] == before + 1
+
+
 def test_unknown_grader():
     with pytest.raises(ValueError, match="unknown grader"):
         grade("1", "1", grader="nope")
