@@ -349,14 +349,19 @@ class RLLoop:
                 "algorithm": self.cfg.algorithm}
 
     def save(self):
-        path = self.trainer.save(extra={"rl": self.state()})
-        if self.reference is not None or self.initial is not None:
-            keep = {"reference": self.reference.state_dict() if self.reference else None,
-                    "initial": self.initial.state_dict() if self.initial else None}
-            torch.save(keep, path / f"rl_frozen_models_rank{self.trainer.rank}.pt")
-        if self.critic is not None:
-            self.critic.save(path)
-        return path
+        """Policy checkpoint plus the frozen reference / initial models and the
+        critic, all written before the checkpoint is published."""
+        rank = self.trainer.rank
+
+        def write_files(d):
+            if self.reference is not None or self.initial is not None:
+                keep = {"reference": self.reference.state_dict() if self.reference else None,
+                        "initial": self.initial.state_dict() if self.initial else None}
+                torch.save(keep, d / f"rl_frozen_models_rank{rank}.pt")
+            if self.critic is not None:
+                self.critic.save(d)
+
+        return self.trainer.save(extra={"rl": self.state()}, write_files=write_files)
 
     def load(self) -> dict:
         common = self.trainer.load()
@@ -367,6 +372,10 @@ class RLLoop:
             from pathlib import Path
 
             f = Path(common["loaded_from"]) / f"rl_frozen_models_rank{self.trainer.rank}.pt"
+            if (self.reference is not None or self.initial is not None) and not f.is_file():
+                # a fresh copy would be a random reference: refuse instead
+                raise FileNotFoundError(f"{f} is missing: the checkpoint has no frozen "
+                                        f"reference/initial model for this rank")
             if f.is_file():
                 keep = torch.load(f, map_location="cpu", weights_only=True)
                 if self.reference is not None and keep.get("reference"):

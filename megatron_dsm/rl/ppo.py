@@ -106,7 +106,8 @@ class Critic:
 
     def load(self, path: Path) -> None:
         f = Path(path) / f"critic_rank{self.trainer.rank}.pt"
-        if f.is_file():
-            st = torch.load(f, map_location="cpu", weights_only=False)
-            unwrap(self.trainer.model).load_state_dict(st["model"], strict=False)
-            self.trainer.optimizer.load_state_dict(st["optimizer"])
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} is missing: the checkpoint has no critic for this rank")
+        st = torch.load(f, map_location="cpu", weights_only=False)
+        unwrap(self.trainer.model).load_state_dict(st["model"], strict=False)
+        self.trainer.optimizer.load_state_dict(st["optimizer"])

@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -108,7 +109,22 @@ def scenario_resume(work: Path) -> dict:
            "order": loop.order.state(), "next_questions": loop.order.take(4),
            "loaded_from": common["loaded_from"],
            "ref_checksum": float(ref_flat(loop).double().pow(2).sum()),
-           "policy_checksum": float(flat(trainer.model).double().pow(2).sum())}
+           "policy_checksum": float(flat(trainer.model).double().pow(2).sum()),
+           "published_files": sorted(os.listdir(common["loaded_from"]))}
+    trainer.close()
+    # A checkpoint that lost its frozen reference is refused, not silently
+    # given a freshly initialised (random) reference.
+    broken = work / "broken"
+    shutil.copytree(save, broken)
+    for f in broken.glob("iter_*/rl_frozen_models_rank*.pt"):
+        f.unlink()
+    trainer, loop = make(["--train-iters", "4", "--rl-iteration-steps", "2", "--beta", "0.04",
+                          "--load", str(broken)])
+    try:
+        loop.load()
+        out["missing_reference_error"] = None
+    except FileNotFoundError as e:
+        out["missing_reference_error"] = str(e)
     trainer.close()
     return out
 

@@ -75,6 +75,9 @@ def test_resume_restores_rl_iteration_data_position_and_reference(run_resume):
     assert res["next_questions"] == run["next_questions"]
     assert res["ref_checksum"] == pytest.approx(run["ref_checksum"], rel=0, abs=0)
     assert res["policy_checksum"] == pytest.approx(run["policy_checksum"], rel=1e-12)
+    # the frozen reference is written into the checkpoint before it is published
+    assert "rl_frozen_models_rank0.pt" in res["published_files"]
+    assert "rl_frozen_models_rank0.pt is missing" in res["missing_reference_error"]
 
 
 def test_zero_spread_groups_give_no_policy_gradient(tmp_path):
