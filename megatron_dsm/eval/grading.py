@@ -538,7 +538,14 @@ def _symbolic_worker(conn) -> None:
         parse("1")
     except Exception:  # noqa: BLE001 - a broken parser shows up as parse errors per call
         pass
-    conn.send("ready")
+    try:
+        conn.send("ready")
+        _symbolic_loop(conn, sympy, parse)
+    except (BrokenPipeError, EOFError):
+        return   # the pool closed the pipe (timeout or shutdown): nothing to report
+
+
+def _symbolic_loop(conn, sympy, parse) -> None:
     while True:
         try:
             a, b = conn.recv()
@@ -686,6 +693,8 @@ def _pool() -> SymbolicPool:
 
 _LATEXISH_RE = re.compile(r"[a-zA-Z\\^_]")
 _INT_RE = re.compile(r"-?\d+")
+_LATEX_CMD_RE = re.compile(r"\\[a-zA-Z]+")
+_FREE_LETTER_RE = re.compile(r"[a-zA-Z]")
 
 
 def _equiv_norm(a: str, b: str, depth: int = 0, symbolic: bool = True) -> bool:
@@ -712,6 +721,13 @@ def _equiv_norm(a: str, b: str, depth: int = 0, symbolic: bool = True) -> bool:
         return s
     # a constant against a text answer cannot be equal ("5" vs "Evelyn")
     if (va is not None and not _LATEXISH_RE.search(b)) or (vb is not None and not _LATEXISH_RE.search(a)):
+        return False
+    # nor against an expression with a free variable ("5" vs "x+2"): letters
+    # left after dropping LaTeX commands (\frac, \pi) are variables.  This
+    # keeps the garbage a weak policy writes away from sympy, where a single
+    # call can take seconds.
+    if (va is not None and _FREE_LETTER_RE.search(_LATEX_CMD_RE.sub("", b))) or \
+            (vb is not None and _FREE_LETTER_RE.search(_LATEX_CMD_RE.sub("", a))):
         return False
     if not symbolic:
         return False

@@ -192,6 +192,17 @@ def test_symbolic_startup_is_not_charged_to_the_call():
     assert STATS["symbolic_start_timeout"] == before + 1
 
 
+def test_constant_vs_free_variable_skips_sympy():
+    from megatron_dsm.eval.grading import STATS
+    before = STATS["symbolic"]
+    assert not is_equiv("x+2", "5")
+    assert not is_equiv("5", "2n")
+    assert not is_equiv("Tomhas5", "5")
+    assert STATS["symbolic"] == before          # decided without a sympy call
+    assert is_equiv(r"\frac{10}{2}", "5")       # LaTeX commands are not variables
+    assert is_equiv(r"\sqrt{4}", "2")
+
+
 def test_unknown_grader():
     with pytest.raises(ValueError, match="unknown grader"):
         grade("1", "1", grader="nope")
