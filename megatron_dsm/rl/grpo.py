@@ -310,24 +310,31 @@ class RLLoop:
         return metrics
 
     # -- evaluation -----------------------------------------------------------
-    def evaluate(self, items: Sequence[Item] | None = None, chunk: int = 128) -> float:
-        """Greedy accuracy on held-out questions (split over DP ranks)."""
+    def evaluate(self, items: Sequence[Item] | None = None, chunk: int = 128, *,
+                 temperature: float = 0.0, n: int = 1, seed: int = 0) -> float:
+        """Held-out accuracy (split over DP ranks): greedy by default; with
+        ``temperature > 0`` the mean accuracy of ``n`` samples per question
+        (pass@1 estimated at that temperature)."""
         items = list(self.heldout_items if items is None else items)[:self.cfg.rl_eval_size]
         if not items:
             raise ValueError("no held-out questions to evaluate")
+        if temperature <= 0 and n != 1:
+            raise ValueError("greedy evaluation takes one sample per question (n=1)")
         mine = items[self.dp_rank::self.dp_size]
         right = 0
-        params = SamplingParams(max_new_tokens=self.cfg.max_new_tokens, temperature=0.0,
-                                stop_ids=(self.eod,))
+        params = SamplingParams(max_new_tokens=self.cfg.max_new_tokens, temperature=temperature,
+                                top_p=self.cfg.top_p if temperature > 0 else 1.0, n=n,
+                                stop_ids=(self.eod,), seed=seed + self.dp_rank)
         self.engine.update_weights(self.trainer.model)
         for i in range(0, len(mine), chunk):
             part = mine[i:i + chunk]
             out = self.engine.generate([self.encode_prompt(it.prompt) for it in part], params)
-            _, ok = self.reward([it.question for it in part],
+            rows = [it for it in part for _ in range(n)]
+            _, ok = self.reward([it.question for it in rows],
                                 [self.decode_response(c) for c in out.completions],
-                                [it.answer for it in part])
+                                [it.answer for it in rows])
             right += int(ok.sum())
-        t = torch.tensor([right, len(mine)], dtype=torch.float64)
+        t = torch.tensor([right, len(mine) * n], dtype=torch.float64)
         if self.dp_size > 1:
             torch.distributed.all_reduce(t, group=_dp()[2])
         return float(t[0] / t[1].clamp_min(1))

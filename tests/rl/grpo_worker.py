@@ -147,6 +147,14 @@ def scenario_zero_spread(work: Path) -> dict:
     m2 = loop2.step()
     out["spread_metrics"] = m2
     out["spread_params_changed"] = bool(not torch.equal(q0, flat(trainer2.model)))
+    # held-out accuracy sampled at T=1: n samples per question, seeded
+    few = loop2.heldout_items[:5]
+    out["sampled_eval"] = [loop2.evaluate(few, temperature=1.0, n=4, seed=3) for _ in range(2)]
+    try:
+        loop2.evaluate(few, n=4)
+        out["greedy_n_error"] = None
+    except ValueError as e:
+        out["greedy_n_error"] = str(e)
     trainer2.close()
     return out
 

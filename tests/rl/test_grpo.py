@@ -91,6 +91,10 @@ def test_zero_spread_groups_give_no_policy_gradient(tmp_path):
     assert d["spread_metrics"]["zero-spread fraction"] < 1.0
     assert d["spread_metrics"]["grad norm"] > 0.0
     assert d["spread_params_changed"]
+    # sampled held-out accuracy: a mean over 5 questions x 4 samples, reproducible
+    a, b = d["sampled_eval"]
+    assert a == b and 0.0 <= a <= 1.0 and abs(a * 20 - round(a * 20)) < 1e-9
+    assert "n=1" in d["greedy_n_error"]
 
 
 @pytest.mark.multiproc
