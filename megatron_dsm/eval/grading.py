@@ -697,6 +697,14 @@ _LATEX_CMD_RE = re.compile(r"\\[a-zA-Z]+")
 _FREE_LETTER_RE = re.compile(r"[a-zA-Z]")
 
 
+def _never_a_constant(s: str) -> bool:
+    """A text answer ("Evelyn") or an expression with a free variable
+    ("x+2": letters left after dropping LaTeX commands such as \\frac, \\pi)
+    cannot equal a number.  Deciding this here keeps the garbage a weak policy
+    writes away from sympy, where a single call can take seconds."""
+    return not _LATEXISH_RE.search(s) or bool(_FREE_LETTER_RE.search(_LATEX_CMD_RE.sub("", s)))
+
+
 def _equiv_norm(a: str, b: str, depth: int = 0, symbolic: bool = True) -> bool:
     """Equivalence of two already-normalised answers."""
     if a == b:
@@ -719,15 +727,7 @@ def _equiv_norm(a: str, b: str, depth: int = 0, symbolic: bool = True) -> bool:
     if s is not None:
         STATS["structured"] += 1
         return s
-    # a constant against a text answer cannot be equal ("5" vs "Evelyn")
-    if (va is not None and not _LATEXISH_RE.search(b)) or (vb is not None and not _LATEXISH_RE.search(a)):
-        return False
-    # nor against an expression with a free variable ("5" vs "x+2"): letters
-    # left after dropping LaTeX commands (\frac, \pi) are variables.  This
-    # keeps the garbage a weak policy writes away from sympy, where a single
-    # call can take seconds.
-    if (va is not None and _FREE_LETTER_RE.search(_LATEX_CMD_RE.sub("", b))) or \
-            (vb is not None and _FREE_LETTER_RE.search(_LATEX_CMD_RE.sub("", a))):
+    if (va is not None and _never_a_constant(b)) or (vb is not None and _never_a_constant(a)):
         return False
     if not symbolic:
         return False
