@@ -15,8 +15,14 @@ reward, reference log-probs from the in-process copy, loss, backward,
 optimizer) with the same timing rule: seconds per step between the end of
 step WARMUP and the end of the last step; samples/s = 8 / that.
 
-Both sides use THREADS torch threads (default 2).  Last line:
-``... ratio project/trl=<x>``.
+Both sides use THREADS torch threads (default 2).  The pair runs ROUNDS
+times (default 3), alternating; last line: the medians, and
+``... ratio project/trl=<x>`` = the median of the per-round ratios.
+
+The project side samples with the rollout engine its RL loop picks by
+default (``--rollout-engine auto``: ``models.direct_decode``, a module-free
+forward over the policy's own weights) and trains through megatron-core's
+GPTModel; TRL samples with Hugging Face ``generate``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import json
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +43,11 @@ THREADS = int(os.environ.get("THREADS", "2"))
 MAX_STEPS = int(os.environ.get("MAX_STEPS", "20"))
 WARMUP = int(os.environ.get("WARMUP", "2"))
 WORK = Path(os.environ.get("WORK", "/tmp/grpo_vs_trl"))
+# This machine's speed drifts by a third between runs a few seconds apart
+# (seen: TRL 75 then 104 samples/s back to back), so one TRL run then one
+# project run can land in different regimes.  ROUNDS alternating pairs, and
+# the median of the per-round ratios, keep the comparison paired in time.
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
 G, MAX_NEW = 8, 16
 
 _NUM = re.compile(r"-?\d+")
@@ -97,7 +109,7 @@ def project_side() -> dict:
     return {"samples_per_s": G / s_per_step, "s_per_step": s_per_step, "params": params,
             "padded_vocab": model_cfg.padded_vocab_size(), "mean_completion_len": sum(lens) / len(lens),
             "mean_reward": sum(rewards) / len(rewards), "threads": torch.get_num_threads(),
-            "steps_s": [round(s, 4) for s in steps]}
+            "steps_s": [round(s, 4) for s in steps], "rollout_engine": type(loop.engine).__name__}
 
 
 def main() -> int:
@@ -111,26 +123,43 @@ def main() -> int:
     env = dict(os.environ, THREADS=str(THREADS), MAX_STEPS=str(MAX_STEPS), WARMUP=str(WARMUP),
                WORK=str(WORK), OMP_NUM_THREADS=str(THREADS), PYTHONWARNINGS="ignore")
     env.pop("WORLD_SIZE", None)
+    rounds = []
+    for r in range(ROUNDS):
+        trl = run_trl(env)
+        ours = run_project(env)
+        if trl is None or ours is None:
+            return 1
+        ratio = ours["samples_per_s"] / float(trl["samples_per_s"])
+        rounds.append((float(trl["samples_per_s"]), ours["samples_per_s"], ratio))
+        print(f"round {r + 1}/{ROUNDS}: trl_samples_per_s={rounds[-1][0]:.2f} "
+              f"project_samples_per_s={ours['samples_per_s']:.2f} ratio={ratio:.2f}", flush=True)
+    med = [statistics.median(x) for x in zip(*rounds)]
+    print(f"trl_samples_per_s={med[0]:.2f} project_samples_per_s={med[1]:.2f} G={G} max_new={MAX_NEW} "
+          f"trl_params={trl['params']} project_params={ours['params']} threads={THREADS} "
+          f"rounds={ROUNDS} ratio project/trl={med[2]:.2f}")
+    return 0
+
+
+def run_trl(env) -> dict | None:
     p = subprocess.run([sys.executable, str(SHARED_BENCH)], env=env, capture_output=True, text=True)
     trl_line = [l for l in p.stdout.splitlines() if l.startswith("trl_grpo ")]
     if p.returncode != 0 or not trl_line:
         print(f"error: TRL harness failed:\n{p.stderr[-3000:]}", file=sys.stderr)
-        return 1
-    trl = dict(kv.split("=", 1) for kv in trl_line[-1].split()[1:])
+        return None
     print(trl_line[-1], flush=True)
+    return dict(kv.split("=", 1) for kv in trl_line[-1].split()[1:])
+
+
+def run_project(env) -> dict | None:
     q = subprocess.run([sys.executable, __file__, "--project-worker"], env=env, cwd=REPO,
                        capture_output=True, text=True)
     res = [l for l in q.stdout.splitlines() if l.startswith("RESULT ")]
     if q.returncode != 0 or not res:
         print(f"error: project side failed:\n{q.stderr[-3000:]}", file=sys.stderr)
-        return 1
+        return None
     ours = json.loads(res[-1][7:])
     print("project " + json.dumps(ours), flush=True)
-    t_sps = float(trl["samples_per_s"])
-    print(f"trl_samples_per_s={t_sps:.2f} project_samples_per_s={ours['samples_per_s']:.2f} "
-          f"G={G} max_new={MAX_NEW} trl_params={trl['params']} project_params={ours['params']} "
-          f"threads={THREADS} ratio project/trl={ours['samples_per_s'] / t_sps:.2f}")
-    return 0
+    return ours
 
 
 if __name__ == "__main__":

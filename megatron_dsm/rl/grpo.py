@@ -40,7 +40,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from megatron_dsm.models.generation import MegatronRolloutEngine, SamplingParams
+from megatron_dsm.models.direct_decode import engine_for
+from megatron_dsm.models.generation import SamplingParams
 from megatron_dsm.rl import algorithms as alg
 from megatron_dsm.rl.rl_config import RLConfig
 from megatron_dsm.rl.rollout import (ReferenceModel, RolloutBatch, build_batch,
@@ -150,8 +151,8 @@ class RLLoop:
         self.pad_id = int(getattr(tokenizer, "pad", None) or 0)
         self.eod = int(tokenizer.eod)
         self.vocab_size = trainer.model_cfg.vocab_size
-        self.engine = MegatronRolloutEngine(trainer.model, pad_id=self.pad_id,
-                                            vocab_size=self.vocab_size, decode=tokenizer.decode)
+        engine_kw = dict(pad_id=self.pad_id, vocab_size=self.vocab_size, decode=tokenizer.decode)
+        self.engine = engine_for(cfg.rollout_engine, trainer.model, **engine_kw)
         self.order = QuestionOrder(len(self.train_items), t.seed)
         self.rl_iteration = 0
         self.hooks: list[Callable[["RLLoop"], None]] = []
@@ -163,9 +164,7 @@ class RLLoop:
         self.initial = None
         if cfg.algorithm == "rft":
             self.initial = ReferenceModel(trainer.model, build(), offload=False)
-            self.initial_engine = MegatronRolloutEngine(self.initial.model, pad_id=self.pad_id,
-                                                        vocab_size=self.vocab_size,
-                                                        decode=tokenizer.decode)
+            self.initial_engine = engine_for(cfg.rollout_engine, self.initial.model, **engine_kw)
 
     def _default_builder(self):
         from megatron_dsm.models.gpt import build_model

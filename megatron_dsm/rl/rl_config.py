@@ -39,6 +39,10 @@ class RLConfig:
     max_new_tokens: int = field(48, help="max response length (tokens)")
     temperature: float = field(1.0, help="sampling temperature (rollouts and log-probs)")
     top_p: float = field(1.0, help="nucleus sampling")
+    rollout_engine: str = field("auto", help="sampler: direct (module-free forward over the policy's "
+                                "weights), megatron (GPTModel.forward + StaticInferenceContext), "
+                                "auto (direct when it supports the model)",
+                                choices=("auto", "direct", "megatron"))
     beta: float = field(0.04, help="KL coefficient (in the loss)")
     kl_estimator: str = field("k3", help="KL estimator", choices=KL_ESTIMATORS)
     eps_low: float = field(0.2, help="clip epsilon (low side)")

@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 
 from megatron_dsm import platform
+from megatron_dsm.models.direct_decode import DirectDecoder, unsupported_reason
 from megatron_dsm.models.generation import token_logprobs
 from megatron_dsm.training.checkpointing import unwrap
 
@@ -87,7 +88,7 @@ def response_logprobs_chunked(model, batch: RolloutBatch, chunk: int, **kw) -> t
     The forwards run under ``torch.inference_mode`` (no autograd bookkeeping
     at all); the result is copied out of it by the final ``cat``, so it is an
     ordinary tensor that the loss may use next to differentiable ones."""
-    was = model.training
+    was = getattr(model, "training", False)   # a DirectDecoder has no train/eval mode
     if was:
         model.eval()
     try:
@@ -111,6 +112,9 @@ class ReferenceModel:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
+        # Forward-only log-probs through the module-free path when it supports
+        # the model (same logits, measured ~2x faster for small models on CPU).
+        self.direct = DirectDecoder(self.model) if unsupported_reason(self.model) is None else None
         self.resets = 0
         self.reset_to(policy)
         self.resets = 0
@@ -132,7 +136,9 @@ class ReferenceModel:
         if self.offload:
             self.model.to(platform.device())
         try:
-            return response_logprobs_chunked(self.model, batch, chunk, **kw)
+            if self.direct is not None:
+                self.direct.bind()
+            return response_logprobs_chunked(self.direct or self.model, batch, chunk, **kw)
         finally:
             if self.offload:
                 self.model.to("cpu")

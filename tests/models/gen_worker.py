@@ -60,9 +60,20 @@ def main():
     toks, real = G.left_pad(seqs, 0, platform.device())
     with torch.no_grad():
         lp = G.token_logprobs(model, toks, real=real, temperature=0.7, vocab_size=VOCAB)
+    # the module-free engine over the same (TP-sharded) weights
+    from megatron_dsm.models.direct_decode import DirectDecoder, DirectRolloutEngine
+
+    eng = DirectRolloutEngine(model, vocab_size=VOCAB)
+    d_greedy = eng.generate(PROMPTS, G.SamplingParams(max_new_tokens=12))
+    d_sampled = eng.generate(PROMPTS, G.SamplingParams(max_new_tokens=12, temperature=1.0,
+                                                       top_p=0.9, n=3, seed=4))
+    with torch.no_grad():
+        d_lp = G.token_logprobs(DirectDecoder(model), toks, real=real, temperature=0.7,
+                                vocab_size=VOCAB)
     torch.save({"greedy": greedy.completions, "sampled": sampled.completions,
-                "logprobs": lp, "real": real, "tps": greedy.tokens_per_second},
-               out / f"rank_{rank}.pt")
+                "logprobs": lp, "real": real, "tps": greedy.tokens_per_second,
+                "direct_greedy": d_greedy.completions, "direct_sampled": d_sampled.completions,
+                "direct_logprobs": d_lp}, out / f"rank_{rank}.pt")
     if a.then_pp > 1:   # same processes, new layout: saves a second torchrun start
         from megatron.core import parallel_state
 

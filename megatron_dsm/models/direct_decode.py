@@ -1,0 +1,336 @@
+"""A module-free decode path over a megatron-core GPTModel's own weights.
+
+Why.  For the model sizes the project samples from on a CPU (and for small
+models on any device) rollout time is per-call overhead, not arithmetic:
+``GPTModel.forward`` with a ``StaticInferenceContext`` goes through dozens of
+module calls per layer, inference-context bookkeeping, and re-applies RoPE to
+every cached key at every step.  Measured on 2 CPU cores for the 4 x 128
+shape of ``benchmarks/grpo_vs_trl.py`` at batch 8: about 3.8 ms per decode
+step, of which the matrix products are a few percent.  This engine runs the
+same Llama forward as plain functional torch ops over the *same parameter
+tensors* (nothing is copied, so ``update_weights`` is free: the role a vLLM
+engine plays in verl, without the weight sync), with a KV cache laid out for
+``scaled_dot_product_attention`` and RoPE tables computed once per call.
+
+Equivalence.  The math is megatron-core's, op for op where it matters:
+RMSNorm; the fused QKV projection split per query group
+([group, heads_per_group + 2, head_dim], as ``Attention.get_query_key_value_tensors``
+does); RoPE from the model's own ``RotaryEmbedding`` (non-interleaved
+rotate-half); GQA; the SwiGLU fc1 split into [gate, up] halves; the
+vocab-parallel embedding (masked lookup + all-reduce over TP), the
+row-parallel projections (all-reduce over TP) and the column-parallel output
+layer (all-gather over TP).  ``tests/models/test_direct_decode.py`` checks the
+logits against ``GPTModel.forward`` at TP=1 and TP=2 and the sampled tokens
+against ``generation.generate``.
+
+Scope: what ``models.gpt.build_model`` builds (local or transformer-engine
+spec), PP=1, no sequence parallelism.  ``unsupported_reason`` names the first
+setting outside that; ``engine_for`` then falls back to the megatron-core path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from megatron_dsm.models.generation import (GenerationError, RolloutEngine, SamplingParams,
+                                            generate)
+
+
+def _tp():
+    from megatron.core import parallel_state as ps
+
+    if not ps.model_parallel_is_initialized():
+        return 1, 0, None
+    return (ps.get_tensor_model_parallel_world_size(), ps.get_tensor_model_parallel_rank(),
+            ps.get_tensor_model_parallel_group())
+
+
+def unsupported_reason(model) -> Optional[str]:
+    """None when ``DirectDecoder`` reproduces this model's forward, else why not."""
+    from megatron.core import parallel_state as ps
+
+    from megatron_dsm.training.checkpointing import unwrap
+
+    m = unwrap(model)
+    c = getattr(m, "config", None)
+    if c is None or not hasattr(m, "decoder"):
+        return f"not a megatron-core GPTModel ({type(m).__name__})"
+    if ps.model_parallel_is_initialized() and ps.get_pipeline_model_parallel_world_size() > 1:
+        return "pipeline parallel size > 1"
+    checks = [
+        (c.normalization != "RMSNorm", f"normalization={c.normalization}"),
+        (not c.gated_linear_unit or c.activation_func is not F.silu, "MLP is not SwiGLU"),
+        (c.add_bias_linear or c.add_qkv_bias, "linear biases"),
+        (getattr(c, "qk_layernorm", False), "qk layernorm"),
+        (getattr(c, "multi_latent_attention", False), "multi-latent attention"),
+        (getattr(c, "num_moe_experts", None), "mixture of experts"),
+        (getattr(c, "rotary_interleaved", False), "interleaved RoPE"),
+        (getattr(c, "softmax_scale", None) is not None, "custom softmax scale"),
+        (getattr(c, "layernorm_zero_centered_gamma", False), "zero-centred norm gamma"),
+        (c.sequence_parallel, "sequence parallelism"),
+        (getattr(c, "context_parallel_size", 1) > 1, "context parallelism"),
+        (getattr(c, "fp8", None), "fp8"),
+        (getattr(m, "position_embedding_type", "rope") != "rope", "position embedding is not RoPE"),
+        (getattr(m, "mtp_process", False), "multi-token prediction"),
+        (not (m.pre_process and m.post_process), "model is one pipeline stage of several"),
+    ]
+    for bad, why in checks:
+        if bad:
+            return why
+    return None
+
+
+@dataclasses.dataclass
+class _Layer:
+    ln1: torch.Tensor
+    wqkv: torch.Tensor
+    wproj: torch.Tensor
+    ln2: torch.Tensor
+    wfc1: torch.Tensor
+    wfc2: torch.Tensor
+
+
+def _norm_weight(linear, norm) -> torch.Tensor:
+    # TE spec: the norm is fused into the next linear (layer_norm_weight) and
+    # the norm module is an IdentityOp; local spec: a separate RMSNorm.
+    w = getattr(linear, "layer_norm_weight", None)
+    return w if w is not None else norm.weight
+
+
+class DirectDecoder:
+    """Llama forward over a GPTModel's parameters; see the module docstring."""
+
+    def __init__(self, model):
+        from megatron_dsm.training.checkpointing import unwrap
+
+        why = unsupported_reason(model)
+        if why:
+            raise GenerationError(f"direct decoding does not support this model: {why}")
+        self.model = unwrap(model)
+        c = self.model.config
+        self.eps = c.layernorm_epsilon
+        self.hidden = c.hidden_size
+        self.tp, self.tp_rank, self.tp_group = _tp()
+        self.heads = c.num_attention_heads // self.tp
+        self.groups = (c.num_query_groups or c.num_attention_heads) // self.tp
+        self.head_dim = c.kv_channels
+        self._rope_cache: dict = {}
+        self.bind()
+
+    def bind(self) -> None:
+        """(Re)read the parameter tensors (cheap; weights are shared, not copied)."""
+        m = self.model
+        self.layers = []
+        for layer in m.decoder.layers:
+            att, mlp = layer.self_attention, layer.mlp
+            self.layers.append(_Layer(
+                _norm_weight(att.linear_qkv, layer.input_layernorm), att.linear_qkv.weight,
+                att.linear_proj.weight, _norm_weight(mlp.linear_fc1, layer.pre_mlp_layernorm),
+                mlp.linear_fc1.weight, mlp.linear_fc2.weight))
+        self.final_ln = m.decoder.final_layernorm.weight
+        self.embedding = m.embedding.word_embeddings.weight        # [v/tp, h]
+        self.output = (m.shared_embedding_or_output_weight() if m.share_embeddings_and_output_weights
+                       else m.output_layer.weight)                 # [v/tp, h]
+        self.rotary = m.rotary_pos_emb
+
+    # -- tensor-parallel collectives (no-ops at TP=1) ------------------------------
+    def _all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tp > 1:
+            torch.distributed.all_reduce(x, group=self.tp_group)
+        return x
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.tp == 1:
+            return F.embedding(ids, self.embedding)
+        part = self.embedding.size(0)
+        lo = self.tp_rank * part
+        outside = (ids < lo) | (ids >= lo + part)
+        local = F.embedding((ids - lo).masked_fill(outside, 0), self.embedding)
+        return self._all_reduce(local.masked_fill(outside[..., None], 0.0))
+
+    def _gather_vocab(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.tp == 1:
+            return logits
+        parts = [torch.empty_like(logits) for _ in range(self.tp)]
+        torch.distributed.all_gather(parts, logits.contiguous(), group=self.tp_group)
+        return torch.cat(parts, dim=-1)
+
+    # -- one forward ------------------------------------------------------------------
+    def rope_tables(self, total: int, dtype: torch.dtype):
+        """cos and sign-folded sin [total, rot_dim]: rotate_half(t) * sin ==
+        roll(t, rot/2) * sin_signed exactly (a sign flip moves between factors)."""
+        key = (total, dtype)
+        if key not in self._rope_cache:
+            freqs = self.rotary(total)                        # [total, 1, 1, rot] (fp32)
+            freqs = freqs.reshape(total, -1)
+            half = freqs.size(-1) // 2
+            sin = torch.sin(freqs)
+            sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
+            if len(self._rope_cache) > 16:
+                self._rope_cache.clear()
+            self._rope_cache[key] = (torch.cos(freqs).to(dtype), sin.to(dtype))
+        return self._rope_cache[key]
+
+    def _rope(self, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        rot = cos.size(-1)
+        if rot == t.size(-1):
+            return t * cos + torch.roll(t, rot // 2, dims=-1) * sin
+        head, tail = t[..., :rot], t[..., rot:]
+        return torch.cat([head * cos + torch.roll(head, rot // 2, dims=-1) * sin, tail], dim=-1)
+
+    def forward(self, ids: torch.Tensor, start: int, cache: Optional[list], cos: torch.Tensor,
+                sin: torch.Tensor, mask: Optional[torch.Tensor], *, last_only: bool = True,
+                gather: bool = True) -> torch.Tensor:
+        """Logits for ``ids`` [b, q] at columns ``start..start+q-1``.
+
+        ``cache``: per layer ``(k, v)`` of shape [b, groups, window, head_dim];
+        this call's keys/values are written at its columns and attention reads
+        columns ``0..start+q-1``.  ``None``: no cache (``start`` must be 0).
+        ``mask``: bool [b, 1, q, start+q], True = attend, or None for plain
+        causal attention (q > 1) / every key (q == 1).  ``last_only``: logits
+        of the last column only ([b, v] instead of [b, q, v]).  ``gather``:
+        full vocabulary on every TP rank (else this rank's shard)."""
+        b, q = ids.shape
+        end = start + q
+        nh, ng, hd = self.heads, self.groups, self.head_dim
+        hpg = nh // ng
+        # [q, 1, 1, rot]: broadcasts over (b, q, groups, heads-per-group + 1, hd)
+        cos, sin = cos[start:end, None, None], sin[start:end, None, None]
+        h = self._embed(ids)
+        causal = mask is None and q > 1
+        for i, layer in enumerate(self.layers):
+            x = F.rms_norm(h, (self.hidden,), layer.ln1, self.eps)
+            qkv = F.linear(x, layer.wqkv).view(b, q, ng, hpg + 2, hd)
+            # RoPE on the query heads and the key of every group in one pass
+            qk = self._rope(qkv[:, :, :, :hpg + 1], cos, sin)
+            qh = qk[:, :, :, :hpg].reshape(b, q, nh, hd).transpose(1, 2)     # [b, nh, q, hd]
+            kh = qk[:, :, :, hpg].transpose(1, 2)                              # [b, ng, q, hd]
+            vh = qkv[:, :, :, hpg + 1].transpose(1, 2)
+            if cache is not None:
+                kc, vc = cache[i]
+                kc[:, :, start:end] = kh
+                vc[:, :, start:end] = vh
+                kh, vh = kc[:, :, :end], vc[:, :, :end]
+            o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, is_causal=causal,
+                                               enable_gqa=ng != nh)
+            h = h + self._all_reduce(F.linear(o.transpose(1, 2).reshape(b, q, nh * hd), layer.wproj))
+            x = F.rms_norm(h, (self.hidden,), layer.ln2, self.eps)
+            gate, up = F.linear(x, layer.wfc1).chunk(2, dim=-1)
+            h = h + self._all_reduce(F.linear(F.silu(gate) * up, layer.wfc2))
+        if last_only:
+            h = h[:, -1]
+        h = F.rms_norm(h, (self.hidden,), self.final_ln, self.eps)
+        logits = F.linear(h, self.output)
+        return self._gather_vocab(logits) if gather else logits
+
+    def vocab_parallel_logits(self, tokens: torch.Tensor, real: Optional[torch.Tensor] = None):
+        """[b, s, v/tp] logits of every position of ``tokens`` (this rank's
+        vocabulary shard, as ``GPTModel.forward`` returns them), no KV cache;
+        ``real`` [b, s] marks real tokens of a left-padded batch."""
+        s = tokens.size(1)
+        cos, sin = self.rope_tables(s, self.embedding.dtype)
+        mask = None if real is None else prefill_mask(real.to(tokens.device, torch.bool))
+        return self.forward(tokens, 0, None, cos.to(tokens.device), sin.to(tokens.device), mask,
+                            last_only=False, gather=False)
+
+    def new_cache(self, b: int, total: int, dtype: torch.dtype, device) -> list:
+        shape = (b, self.groups, total, self.head_dim)
+        return [(torch.empty(shape, dtype=dtype, device=device),
+                 torch.empty(shape, dtype=dtype, device=device)) for _ in self.layers]
+
+
+class DirectStep:
+    """The per-step forward ``generation.generate`` drives (prefill, then one
+    token per row), with this engine's cache and masks.
+
+    Shared prompts.  Rows come prompt-major in groups of ``n`` identical
+    prompts (G samples per question), so the prefill runs on one row per
+    group and its keys/values are copied to the group's other rows: 1/n of
+    the prefill compute (the prompt is most of the tokens a short GRPO
+    rollout processes: 70 of 110 per row in the toy demo)."""
+
+    def __init__(self, decoder: DirectDecoder, b: int, total: int, device, n: int = 1):
+        dtype = decoder.embedding.dtype
+        self.dec, self.b, self.n = decoder, b, n if (n > 1 and b % n == 0) else 1
+        self.cache = decoder.new_cache(b, total, dtype, device)
+        self.cos, self.sin = decoder.rope_tables(total, dtype)
+        self.cos, self.sin = self.cos.to(device), self.sin.to(device)
+
+    def __call__(self, inp: torch.Tensor, start: int, real: torch.Tensor, need_mask: bool):
+        if start == 0 and self.n > 1:
+            return self._shared_prefill(inp, real, need_mask)
+        mask = None
+        if need_mask:
+            mask = prefill_mask(real) if start == 0 else real[:, None, None, :]
+        return self.dec.forward(inp, start, self.cache, self.cos, self.sin, mask)
+
+    def _shared_prefill(self, inp, real, need_mask):
+        n, s = self.n, inp.size(1)
+        firsts = [(k[::n], v[::n]) for k, v in self.cache]      # one row per group (views)
+        mask = prefill_mask(real[::n]) if need_mask else None
+        logits = self.dec.forward(inp[::n], 0, firsts, self.cos, self.sin, mask)
+        for k, v in self.cache:
+            for c in (k, v):
+                grouped = c.view(self.b // n, n, *c.shape[1:])
+                grouped[:, 1:, :, :s] = grouped[:, :1, :, :s]
+        return logits.repeat_interleave(n, dim=0)
+
+
+def prefill_mask(real: torch.Tensor) -> torch.Tensor:
+    """SDPA mask [b, 1, s, s] (True = attend) for a padded batch: causal over
+    real keys; a pad query also sees itself, so that no softmax row is empty
+    (SDPA returns NaN there, and a NaN value times a zero weight is still NaN
+    in the rows that follow)."""
+    s = real.size(1)
+    k = torch.arange(s, device=real.device)
+    causal = k[None, :] <= k[:, None]
+    eye = torch.eye(s, dtype=torch.bool, device=real.device)
+    return ((causal[None] & real[:, None, :]) | eye[None])[:, None]
+
+
+class DirectRolloutEngine(RolloutEngine):
+    """Samples from the live policy with ``DirectDecoder`` (weights shared)."""
+
+    def __init__(self, model, *, pad_id: int = 0, vocab_size: Optional[int] = None,
+                 decode: Optional[Callable[[list[int]], str]] = None):
+        self.decoder = DirectDecoder(model)
+        self.pad_id, self.vocab_size, self.decode = pad_id, vocab_size, decode
+        self.last_tokens_per_second = 0.0
+
+    @property
+    def model(self):
+        return self.decoder.model
+
+    def update_weights(self, model) -> None:
+        from megatron_dsm.training.checkpointing import unwrap
+
+        if unwrap(model) is not self.decoder.model:
+            self.decoder = DirectDecoder(model)
+        else:
+            self.decoder.bind()
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams):
+        out = generate(self.decoder.model, prompts, params, pad_id=self.pad_id,
+                       vocab_size=self.vocab_size, decode=self.decode,
+                       stepper=lambda b, total, dev: DirectStep(self.decoder, b, total, dev, params.n))
+        self.last_tokens_per_second = out.tokens_per_second
+        return out
+
+
+ENGINES = ("auto", "direct", "megatron")
+
+
+def engine_for(kind: str, model, **kw) -> RolloutEngine:
+    """The rollout engine ``kind`` names; ``auto``: direct when it supports the
+    model, the megatron-core path otherwise."""
+    from megatron_dsm.models.generation import MegatronRolloutEngine
+
+    if kind not in ENGINES:
+        raise GenerationError(f"unknown rollout engine {kind!r}; choose one of {ENGINES}")
+    if kind == "megatron" or (kind == "auto" and unsupported_reason(model)):
+        return MegatronRolloutEngine(model, **kw)
+    return DirectRolloutEngine(model, **kw)
