@@ -324,13 +324,23 @@ class DirectRolloutEngine(RolloutEngine):
 ENGINES = ("auto", "direct", "megatron")
 
 
+def direct_by_default(model) -> bool:
+    """What ``auto`` picks: the direct path where it supports the model and
+    the model lives on the CPU (measured there; on a GPU the transformer-engine
+    spec has not been checked against it yet, so megatron-core keeps the job)."""
+    from megatron_dsm.training.checkpointing import unwrap
+
+    m = unwrap(model)
+    on_cpu = all(p.device.type == "cpu" for p in m.parameters())
+    return on_cpu and unsupported_reason(m) is None
+
+
 def engine_for(kind: str, model, **kw) -> RolloutEngine:
-    """The rollout engine ``kind`` names; ``auto``: direct when it supports the
-    model, the megatron-core path otherwise."""
+    """The rollout engine ``kind`` names; ``auto``: see ``direct_by_default``."""
     from megatron_dsm.models.generation import MegatronRolloutEngine
 
     if kind not in ENGINES:
         raise GenerationError(f"unknown rollout engine {kind!r}; choose one of {ENGINES}")
-    if kind == "megatron" or (kind == "auto" and unsupported_reason(model)):
+    if kind == "megatron" or (kind == "auto" and not direct_by_default(model)):
         return MegatronRolloutEngine(model, **kw)
     return DirectRolloutEngine(model, **kw)

@@ -41,7 +41,7 @@ class RLConfig:
     top_p: float = field(1.0, help="nucleus sampling")
     rollout_engine: str = field("auto", help="sampler: direct (module-free forward over the policy's "
                                 "weights), megatron (GPTModel.forward + StaticInferenceContext), "
-                                "auto (direct when it supports the model)",
+                                "auto (direct for a CPU model it supports)",
                                 choices=("auto", "direct", "megatron"))
     beta: float = field(0.04, help="KL coefficient (in the loss)")
     kl_estimator: str = field("k3", help="KL estimator", choices=KL_ESTIMATORS)
