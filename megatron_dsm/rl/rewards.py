@@ -148,8 +148,14 @@ _SENTENCE = re.compile(r"[^.]*\.")
 class ArithmeticStepReward:
     """Rule-checked steps for the arithmetic toy task: each sentence that is an
     equation scores ``correct``/``wrong`` by whether it holds; the final
-    "The answer is N." sentence scores by the grader.  A completion with no
-    sentence at all gets one ``wrong`` step on its last token."""
+    "The answer is N." sentence scores by the grader.  A completion that
+    never states an answer gets one more ``wrong`` step on its last token.
+
+    Why the missing answer must cost: with step rewards normalised over the
+    group, a completion of one right equation and then <eod> collects only
+    positive advantage and escapes the wrong-answer step longer ones risk;
+    without this rule GRPO+PS on the demo task collapsed to such one-step
+    completions within 30 steps (held-out accuracy 0.270 -> 0.007)."""
 
     correct: float = 1.0
     wrong: float = 0.0
@@ -160,15 +166,18 @@ class ArithmeticStepReward:
 
         per = []
         for c, ref in zip(completions, references):
-            steps = []
+            steps, answered = [], False
             for m in _SENTENCE.finditer(c):
                 s = m.group(0)
                 if "=" in s:
                     ok = step_is_correct(s)
                 else:
                     ok = grade(s, str(ref), grader=self.grader)
+                    answered = True
                 steps.append((m.end(), self.correct if ok else self.wrong))
-            per.append(steps or [(len(c), self.wrong)])
+            if not answered:    # may end on the same token as the last equation: the
+                steps.append((len(c), self.wrong))   # process advantage adds both there
+            per.append(steps)
         return _to_step_rewards(per, token_ids, decode)
 
 

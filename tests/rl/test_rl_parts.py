@@ -48,6 +48,33 @@ def test_arithmetic_step_rewards_land_on_step_end_tokens():
     assert char_to_token_ends(ids, [1, len(text)], tok.decode) == [0, len(text) - 1]
 
 
+def test_arithmetic_step_reward_charges_a_missing_answer():
+    """Stopping after right equations without stating an answer must not pay:
+    one extra wrong step lands on the last token (with the last equation's
+    end when the text stops right there), and the process advantage of the
+    group ranks the complete right solution above it."""
+    import torch
+
+    from megatron_dsm.rl.algorithms import process_advantage
+
+    tok = build_tokenizer("byte")
+    texts = [" 3+4=7.", " 3+4=7. 7-2=5. The answer is 5.", " 3+4=7. 7-2=5", ""]
+    ids = [tok.encode(t) + [tok.eod] for t in texts]
+    sr = ArithmeticStepReward()(["q"] * 4, texts, ["5"] * 4, ids, tok.decode)
+    assert sr.rewards.tolist() == [[1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    assert sr.mask.tolist() == [[1, 1, 0], [1, 1, 1], [1, 1, 0], [1, 0, 0]]
+    assert sr.ends[0, :2].tolist() == [len(texts[0]) - 1] * 2     # both end on the final "."
+    assert sr.ends[2, :2].tolist() == [6, len(texts[2]) - 1]
+    t_len = max(len(i) for i in ids)
+    resp = torch.zeros(4, t_len)
+    for r, i in enumerate(ids):
+        resp[r, :len(i)] = 1.0
+    adv, _ = process_advantage(sr.rewards, sr.ends, sr.mask, resp, 4)
+    # hand check, group of 4: step rewards [1,0 | 1,1,1 | 1,0 | 0], mean 5/8,
+    # so the one-equation completion's first token gets (1-5/8) + (0-5/8) < 0
+    assert adv[0, 0] < 0 < adv[1, 0]
+
+
 def test_build_batch_response_columns():
     b = build_batch([[5, 6, 7], [8]], [[9, 10], [11, 12, 13]], pad_id=0)
     assert b.tokens.tolist() == [[5, 6, 7, 9, 10], [8, 11, 12, 13, 0]]
