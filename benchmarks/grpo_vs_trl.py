@@ -16,7 +16,7 @@ optimizer) with the same timing rule: seconds per step between the end of
 step WARMUP and the end of the last step; samples/s = 8 / that.
 
 Both sides use THREADS torch threads (default 2).  The pair runs ROUNDS
-times (default 3), alternating; last line: the medians, and
+times (default 5, as the harness advises), alternating; last line: the medians, and
 ``... ratio project/trl=<x>`` = the median of the per-round ratios.
 
 The project side samples with the rollout engine its RL loop picks by
@@ -47,7 +47,7 @@ WORK = Path(os.environ.get("WORK", "/tmp/grpo_vs_trl"))
 # (seen: TRL 75 then 104 samples/s back to back), so one TRL run then one
 # project run can land in different regimes.  ROUNDS alternating pairs, and
 # the median of the per-round ratios, keep the comparison paired in time.
-ROUNDS = int(os.environ.get("ROUNDS", "3"))
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
 G, MAX_NEW = 8, 16
 
 _NUM = re.compile(r"-?\d+")
