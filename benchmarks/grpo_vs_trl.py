@@ -5,8 +5,8 @@ The peer side is ``../shared/bench/trl_grpo_baseline.py`` run as is (its
 header lists every setting: tiny Llama 4 x 128, ffn 512, 4 heads, untied,
 a 512-entry byte-level BPE, G=8, one prompt x 8 completions per optimizer
 step, 16 new tokens, temperature 1, beta 0.04, eps 0.2, loss_type grpo
-(per-sequence token mean), lr 1e-5 linear, max grad norm 1, fp32, 20 steps
-with 2 discarded).  This side builds the same shape as a megatron-core
+(per-sequence token mean), lr 1e-5 linear, max grad norm 1, fused AdamW,
+fp32, 20 steps with 2 discarded).  This side builds the same shape as a megatron-core
 GPTModel, uses the tokenizer the harness wrote (through the project's
 HFTokenizer), the same 2,000 prompts "Q: {a}+{b}=? A:" and the same reward
 (1 if the first integer in the completion equals a+b), and runs the same
@@ -91,7 +91,9 @@ def project_side() -> dict:
             "--log-interval", "1000", "--seed", "42", "--algorithm", "grpo",
             "--prompts-per-step", "1", "--group-size", str(G), "--max-new-tokens", str(MAX_NEW),
             "--temperature", "1.0", "--beta", "0.04", "--eps-low", "0.2",
-            "--loss-agg", "seq-mean-token-mean", "--tokenizer-type", "hf"]
+            "--loss-agg", "seq-mean-token-mean", "--tokenizer-type", "hf",
+            # the harness runs optim="adamw_torch_fused": the same kernel here
+            "--cpu-fused-adam"]
     train, model_cfg, rl = parse_args(argv, extra=RLConfig)
     trainer = Trainer(train, model_cfg)
     torch.set_num_threads(THREADS)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -131,7 +130,7 @@ def main(argv=None) -> int:
                   step_reward=step_reward, critic=critic)
     loop.load()
     sampled = dict(temperature=rl.temperature, n=demo.eval_samples, seed=train.seed)
-    steps_before = worked_share(loop, held)
+    forms_before = answer_forms(loop, held)
     before = loop.evaluate()
     before_s = loop.evaluate(**sampled)
     trainer.writer.text(f"> {tag}: held-out accuracy before RL: greedy {before:.3f}, "
@@ -152,7 +151,7 @@ def main(argv=None) -> int:
         curve["eval_step"].append(trainer.iteration)
         curve["heldout"].append(after)
     after_s = loop.evaluate(**sampled)
-    steps_after = worked_share(loop, held)
+    forms_after = answer_forms(loop, held)
     curve["sampled"] = {"before": before_s, "after": after_s, "temperature": rl.temperature,
                         "samples_per_question": demo.eval_samples}
     trainer.close()
@@ -161,24 +160,38 @@ def main(argv=None) -> int:
     if torch.distributed.get_rank() == 0:
         write_plot(curve, plot, tag)
         print(f"> wrote {plot}; total {time.perf_counter() - t_start:.0f}s", flush=True)
-        print(f"heldout greedy answers written as worked steps before={steps_before:.3f} "
-              f"after={steps_after:.3f}", flush=True)
+        print(f"heldout greedy answers written as worked steps before={_forms(forms_before)} "
+              f"after={_forms(forms_after)}", flush=True)
         print(f"heldout sampled accuracy (T={rl.temperature:g}, {demo.eval_samples} per question) "
               f"before={before_s:.3f} after={after_s:.3f}", flush=True)
         print(f"heldout accuracy before={before:.3f} after={after:.3f}", flush=True)
     return 0
 
 
-def worked_share(loop, items) -> float:
-    """Share of greedy held-out answers that write out at least one equation
-    (the SFT data's worked-solution form) rather than a bare answer."""
+def answer_forms(loop, items) -> dict:
+    """Greedy held-out answers by form: the share written as worked steps (at
+    least one equation, the SFT data's worked-solution form) and the accuracy
+    of each form."""
     from megatron_dsm.models.generation import SamplingParams
 
     items = list(items)[:loop.cfg.rl_eval_size]
     params = SamplingParams(max_new_tokens=loop.cfg.max_new_tokens, stop_ids=(loop.eod,))
     loop.engine.update_weights(loop.trainer.model)
     out = loop.engine.generate([loop.encode_prompt(it.prompt) for it in items], params)
-    return sum("=" in loop.decode_response(c) for c in out.completions) / len(items)
+    texts = [loop.decode_response(c) for c in out.completions]
+    _, ok = loop.reward([it.question for it in items], texts, [it.answer for it in items])
+    worked = ["=" in t for t in texts]
+    n_w = sum(worked)
+
+    def acc(flag):
+        hits = [o for o, w in zip(ok.tolist(), worked) if w == flag]
+        return sum(hits) / len(hits) if hits else float("nan")
+
+    return {"share": n_w / len(items), "worked_acc": acc(True), "bare_acc": acc(False)}
+
+
+def _forms(f: dict) -> str:
+    return f"{f['share']:.3f} (right: worked {f['worked_acc']:.3f}, bare {f['bare_acc']:.3f})"
 
 
 def write_plot(curve: dict, path: Path, title: str) -> None:

@@ -184,7 +184,7 @@ class DirectDecoder:
 
     def forward(self, ids: torch.Tensor, start: int, cache: Optional[list], cos: torch.Tensor,
                 sin: torch.Tensor, mask: Optional[torch.Tensor], *, last_only: bool = True,
-                gather: bool = True) -> torch.Tensor:
+                gather: bool = True, keep_from: int = 0) -> torch.Tensor:
         """Logits for ``ids`` [b, q] at columns ``start..start+q-1``.
 
         ``cache``: per layer ``(k, v)`` of shape [b, groups, window, head_dim];
@@ -192,8 +192,9 @@ class DirectDecoder:
         columns ``0..start+q-1``.  ``None``: no cache (``start`` must be 0).
         ``mask``: bool [b, 1, q, start+q], True = attend, or None for plain
         causal attention (q > 1) / every key (q == 1).  ``last_only``: logits
-        of the last column only ([b, v] instead of [b, q, v]).  ``gather``:
-        full vocabulary on every TP rank (else this rank's shard)."""
+        of the last column only ([b, v] instead of [b, q, v]); else of columns
+        ``keep_from..`` of this call.  ``gather``: full vocabulary on every
+        TP rank (else this rank's shard)."""
         b, q = ids.shape
         end = start + q
         nh, ng, hd = self.heads, self.groups, self.head_dim
@@ -221,21 +222,65 @@ class DirectDecoder:
             x = F.rms_norm(h, (self.hidden,), layer.ln2, self.eps)
             gate, up = F.linear(x, layer.wfc1).chunk(2, dim=-1)
             h = h + self._all_reduce(F.linear(F.silu(gate) * up, layer.wfc2))
-        if last_only:
-            h = h[:, -1]
+        h = h[:, -1] if last_only else h[:, keep_from:]
         h = F.rms_norm(h, (self.hidden,), self.final_ln, self.eps)
         logits = F.linear(h, self.output)
         return self._gather_vocab(logits) if gather else logits
 
-    def vocab_parallel_logits(self, tokens: torch.Tensor, real: Optional[torch.Tensor] = None):
-        """[b, s, v/tp] logits of every position of ``tokens`` (this rank's
-        vocabulary shard, as ``GPTModel.forward`` returns them), no KV cache;
-        ``real`` [b, s] marks real tokens of a left-padded batch."""
+    def vocab_parallel_logits(self, tokens: torch.Tensor, real: Optional[torch.Tensor] = None,
+                              first: int = 0):
+        """[b, s - first, v/tp] logits of positions ``first..s-1`` of ``tokens``
+        (this rank's vocabulary shard, as ``GPTModel.forward`` returns them),
+        no KV cache; ``real`` [b, s] marks real tokens of a left-padded batch."""
         s = tokens.size(1)
         cos, sin = self.rope_tables(s, self.embedding.dtype)
         mask = None if real is None else prefill_mask(real.to(tokens.device, torch.bool))
         return self.forward(tokens, 0, None, cos.to(tokens.device), sin.to(tokens.device), mask,
-                            last_only=False, gather=False)
+                            last_only=False, gather=False, keep_from=first)
+
+    @torch.inference_mode()
+    def response_logprobs(self, prompts: Sequence[Sequence[int]], responses: torch.Tensor, *,
+                          temperature: float = 1.0, vocab_size: Optional[int] = None) -> torch.Tensor:
+        """log pi(response token j | prompt, response[:j]), [N, T], for rows
+        given as prompt id lists and a right-padded response matrix [N, T]
+        (entries past a row's length are garbage for the caller to mask).
+
+        Each distinct prompt runs once: rows of a GRPO group share their
+        prompt, so its keys/values are computed for one row and copied to the
+        others (in the benchmark's shape, 11 + 8 x 16 token forwards instead
+        of 8 x 27).  Prompts are left-padded so that every response starts at
+        the same column; RoPE scores depend on relative positions only, so the
+        shift changes nothing.  The log-probs go through megatron-core's
+        ``vocab_parallel_cross_entropy`` (``generation.logprobs_of_targets``)."""
+        from megatron_dsm.models.generation import left_pad, logprobs_of_targets
+
+        dev = responses.device
+        n, t = responses.shape
+        if len(prompts) != n or n == 0 or t == 0:
+            raise GenerationError(f"need one prompt per response row and at least one response "
+                                  f"token; got {len(prompts)} prompts for {tuple(responses.shape)}")
+        uniq: dict[tuple, int] = {}
+        rows = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]
+        toks, real = left_pad(list(uniq), 0, dev)                        # [U, P]
+        p_len = toks.size(1)
+        dtype = self.embedding.dtype
+        cos, sin = self.rope_tables(p_len + t, dtype)
+        cos, sin = cos.to(dev), sin.to(dev)
+        cache = self.new_cache(len(uniq), p_len + t, dtype, dev)
+        mask = None if bool(real.all()) else prefill_mask(real)
+        last = self.forward(toks, 0, cache, cos, sin, mask, gather=False)  # [U, v/tp]: response token 0
+        idx = torch.tensor(rows, device=dev)
+        logits = last.index_select(0, idx)[:, None]
+        if t > 1:
+            cache = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in cache]
+            q = t - 1
+            prompt_keys = real.index_select(0, idx)[:, None, :].expand(n, q, p_len)
+            causal = torch.ones(q, q, dtype=torch.bool, device=dev).tril()[None].expand(n, q, q)
+            mask = torch.cat([prompt_keys, causal], dim=2)[:, None]       # [N, 1, q, P + q]
+            out = self.forward(responses[:, :-1], p_len, cache, cos, sin, mask, last_only=False,
+                               gather=False)                             # [N, q, v/tp]
+            logits = torch.cat([logits, out], dim=1)
+        return logprobs_of_targets(logits, responses, temperature=temperature, vocab_size=vocab_size)
 
     def new_cache(self, b: int, total: int, dtype: torch.dtype, device) -> list:
         shape = (b, self.groups, total, self.head_dim)

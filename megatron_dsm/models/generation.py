@@ -413,8 +413,11 @@ def cut_at_stop_string(text: str, stops: Sequence[str]) -> str:
 
 def token_logprobs(model, tokens: torch.Tensor, *, temperature: float = 1.0,
                    real: Optional[torch.Tensor] = None,
-                   vocab_size: Optional[int] = None) -> torch.Tensor:
-    """log p(tokens[:, t+1] | tokens[:, :t+1]) for t = 0..s-2, shape [b, s-1].
+                   vocab_size: Optional[int] = None, first: int = 0) -> torch.Tensor:
+    """log p(tokens[:, t+1] | tokens[:, :t+1]) for t = first..s-2, shape [b, s-1-first].
+
+    ``first`` skips the cross entropy (and, on the direct path, the output
+    layer) for positions nobody reads, e.g. the prompt of a rollout batch.
 
     Differentiable (GRPO trains through it) when ``model`` is a GPTModel;
     ``model`` may also be a ``direct_decode.DirectDecoder`` (forward only,
@@ -424,15 +427,14 @@ def token_logprobs(model, tokens: torch.Tensor, *, temperature: float = 1.0,
     logits as the sampler does; ``vocab_size`` excludes padded vocabulary
     entries as the sampler does.
     """
-    from megatron.core import parallel_state as ps
-    from megatron.core import tensor_parallel
-
     _check_pp()
     if temperature <= 0:
         raise GenerationError(f"log-prob temperature must be > 0, got {temperature}")
     if tokens.dim() != 2 or tokens.size(1) < 2:
         raise GenerationError(f"tokens must be [batch, seq>=2], got {tuple(tokens.shape)}")
     b, s = tokens.shape
+    if not 0 <= first <= s - 2:
+        raise GenerationError(f"first must be in 0..{s - 2} for {s} tokens, got {first}")
     dev = tokens.device
     mask = None
     if real is not None:
@@ -441,11 +443,24 @@ def token_logprobs(model, tokens: torch.Tensor, *, temperature: float = 1.0,
         real = real.to(dev, torch.bool)
         mask = attention_mask(real, s)
     if hasattr(model, "vocab_parallel_logits"):    # direct_decode.DirectDecoder (forward only)
-        logits = model.vocab_parallel_logits(tokens, real)
+        logits = model.vocab_parallel_logits(tokens, real, first=first)[:, :-1]
     else:
         pos = torch.arange(s, device=dev)[None].expand(b, -1)
-        logits = model(tokens, pos, mask)                          # [b, s, v/tp]
-    logits = logits[:, :-1, :].transpose(0, 1).float()             # [s-1, b, v/tp]
+        logits = model(tokens, pos, mask)[:, first:-1]             # [b, s, v/tp] -> positions kept
+    return logprobs_of_targets(logits, tokens[:, first + 1:], temperature=temperature,
+                               vocab_size=vocab_size)
+
+
+def logprobs_of_targets(logits: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0,
+                        vocab_size: Optional[int] = None) -> torch.Tensor:
+    """log-softmax(logits / temperature)[target] for vocab-parallel ``logits``
+    [b, s, v/tp] and ``targets`` [b, s], through megatron-core's
+    ``vocab_parallel_cross_entropy`` (padded vocabulary entries excluded as
+    the sampler excludes them); [b, s]."""
+    from megatron.core import parallel_state as ps
+    from megatron.core import tensor_parallel
+
+    logits = logits.transpose(0, 1).float()                        # [s, b, v/tp]
     if temperature != 1.0:
         logits = logits / temperature
     if vocab_size is not None:
@@ -453,7 +468,7 @@ def token_logprobs(model, tokens: torch.Tensor, *, temperature: float = 1.0,
         rank = ps.get_tensor_model_parallel_rank() if ps.model_parallel_is_initialized() else 0
         if vocab_size < (rank + 1) * part:      # this shard holds padded entries
             logits = _mask_vocab_(logits, vocab_size, offset=rank * part)
-    target = tokens[:, 1:].transpose(0, 1).contiguous()
+    target = targets.transpose(0, 1).contiguous()
     # clone: vocab_parallel_cross_entropy overwrites its logits argument (and
     # views it, so the copy is laid out contiguously whatever came before).
     nll = tensor_parallel.vocab_parallel_cross_entropy(

@@ -77,8 +77,12 @@ def response_logprobs(model, batch: RolloutBatch, *, temperature: float = 1.0,
     ``vocab_parallel_cross_entropy``, the same temperature and vocabulary cut
     as the sampler)."""
     dev = platform.device()
-    lp = token_logprobs(model, batch.tokens.to(dev), temperature=temperature, vocab_size=vocab_size)
-    out = lp.gather(1, batch.index.to(dev))
+    # log-probs from the shortest prompt's last token on: the columns before
+    # it are prompt positions no response index points at
+    first = min(min(batch.prompt_lens) - 1, batch.tokens.size(1) - 2)
+    lp = token_logprobs(model, batch.tokens.to(dev), temperature=temperature, vocab_size=vocab_size,
+                        first=first)
+    out = lp.gather(1, (batch.index - first).to(dev))
     return out * batch.mask.to(dev)
 
 
@@ -99,6 +103,19 @@ def response_logprobs_chunked(model, batch: RolloutBatch, chunk: int, **kw) -> t
         if was:
             model.train(was)
     return torch.cat(parts, 0)
+
+
+def shared_prompt_logprobs(decoder, batch: RolloutBatch, **kw) -> torch.Tensor:
+    """``response_logprobs`` for a forward-only ``direct_decode.DirectDecoder``,
+    running each distinct prompt once (``DirectDecoder.response_logprobs``)."""
+    t = batch.mask.size(1)
+    lens = torch.tensor(batch.prompt_lens)
+    cols = (lens[:, None] + torch.arange(t)[None]).clamp(max=batch.tokens.size(1) - 1)
+    responses = batch.tokens.gather(1, cols)                            # [N, T], garbage past the end
+    prompts = [row[:n] for row, n in zip(batch.tokens.tolist(), batch.prompt_lens)]
+    dev = platform.device()
+    lp = decoder.response_logprobs(prompts, responses.to(dev), **kw)
+    return lp * batch.mask.to(dev)
 
 
 class ReferenceModel:
@@ -136,9 +153,12 @@ class ReferenceModel:
         if self.offload:
             self.model.to(platform.device())
         try:
-            if self.direct is not None:
-                self.direct.bind()
-            return response_logprobs_chunked(self.direct or self.model, batch, chunk, **kw)
+            if self.direct is None:
+                return response_logprobs_chunked(self.model, batch, chunk, **kw)
+            self.direct.bind()
+            parts = [shared_prompt_logprobs(self.direct, batch.rows(i, i + chunk), **kw)
+                     for i in range(0, batch.tokens.size(0), chunk)]
+            return torch.cat(parts, 0)
         finally:
             if self.offload:
                 self.model.to("cpu")

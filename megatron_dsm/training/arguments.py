@@ -41,6 +41,9 @@ class TrainConfig:
     adam_beta1: float = field(0.9, help="AdamW beta1")
     adam_beta2: float = field(0.95, help="AdamW beta2")
     adam_eps: float = field(1e-8, help="AdamW epsilon")
+    cpu_fused_adam: bool = field(False, help="CPU without TE/apex: torch's fused AdamW kernel instead of "
+                                 "its per-parameter loop (same update up to rounding; what TRL's "
+                                 "adamw_torch_fused runs)")
     clip_grad: float = field(1.0, help="gradient clipping by global norm (0: off)")
     seed: int = field(1234, help="random seed")
     layout_independent_init: bool = field(True, help="initial weights independent of TP/PP layout")

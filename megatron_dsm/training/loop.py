@@ -127,7 +127,10 @@ class Trainer:
             adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_eps=t.adam_eps,
             clip_grad=t.clip_grad, bf16=self.bf16, params_dtype=self.tconfig.params_dtype,
             use_distributed_optimizer=False)
-        return get_megatron_optimizer(ocfg, [self.model])
+        opt = get_megatron_optimizer(ocfg, [self.model])
+        if t.cpu_fused_adam:
+            use_fused_cpu_adam(opt)
+        return opt
 
     # -- checkpoints ------------------------------------------------------
     def common_state(self) -> dict:
@@ -266,6 +269,33 @@ class Trainer:
 
     def close(self):
         self.writer.close()
+
+
+def use_fused_cpu_adam(optimizer) -> int:
+    """Switch megatron-core's torch AdamW fallback to torch's fused CPU kernel.
+
+    Without transformer-engine or apex, ``get_megatron_optimizer`` builds
+    ``torch.optim.AdamW`` with default settings, which on CPU tensors is the
+    per-parameter loop (about ten dispatches per tensor); the fused kernel
+    does the same update in one pass (1.78 -> 0.44 ms per step for the
+    1.2M-parameter GRPO benchmark model on 2 cores).  Opt-in
+    (``--cpu-fused-adam``): the results differ from the loop by rounding, and
+    long runs drift apart from there.  Only groups whose parameters are all
+    fp32/bf16 CPU tensors are switched; returns how many."""
+    inner = getattr(optimizer, "chained_optimizers", None) or [optimizer]
+    n = 0
+    for o in inner:
+        torch_opt = getattr(o, "optimizer", None)
+        if not isinstance(torch_opt, (torch.optim.AdamW, torch.optim.Adam)):
+            continue
+        for group in torch_opt.param_groups:
+            if group.get("fused") or group.get("differentiable") or not group["params"]:
+                continue
+            if all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.bfloat16)
+                   for p in group["params"]):
+                group["fused"], group["foreach"] = True, False
+                n += 1
+    return n
 
 
 # ---------------------------------------------------------------------------

@@ -128,6 +128,15 @@ def test_reference_logprobs_through_direct_path(models):
     assert got.shape == want.shape
     assert (got - want).abs().max().item() < 1e-5
     assert (got[batch.mask > 0] < 0).all()
+    # GRPO groups (G=3 rows per prompt, responses of different lengths; one
+    # chunk holds a group and a half): each prompt runs once per chunk
+    prompts = [p for p in PROMPTS[:3] for _ in range(3)]
+    responses = [[9 + i] * (1 + i % 4) for i in range(9)]
+    batch = build_batch(prompts, responses, 0)
+    got = ref.logprobs(batch, 5, temperature=1.0, vocab_size=VOCAB)
+    want = response_logprobs_chunked(policy, batch, 5, temperature=1.0, vocab_size=VOCAB)
+    assert (got - want).abs().max().item() < 1e-5
+    assert torch.equal(got == 0, batch.mask == 0)
 
 
 def test_scope_checks_and_engine_choice(models):
@@ -179,3 +188,20 @@ def test_draw_categorical_rounding_edge(monkeypatch):
     monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.zeros(shape, dtype=kw.get("dtype")))
     assert G.draw_categorical(probs, None).tolist() == [0, 2]    # first entry with mass
     monkeypatch.setattr(torch, "rand", real_rand)
+
+
+@pytest.mark.parametrize("name", ["gqa-untied", "mha-tied"])
+@torch.no_grad()
+def test_token_logprobs_from_a_later_position(models, name):
+    """first=k returns columns k.. of the full log-prob matrix, on the
+    megatron-core path and the direct one; out-of-range k is refused."""
+    model = models[name]
+    toks = torch.tensor([PROMPTS[0] + [20, 21, 22], PROMPTS[2] + [1, 2, 3, 4, 5, 6]])
+    for m in (model, D.DirectDecoder(model)):
+        full = G.token_logprobs(m, toks, temperature=0.7, vocab_size=VOCAB)
+        for k in (1, 4, toks.size(1) - 2):
+            part = G.token_logprobs(m, toks, temperature=0.7, vocab_size=VOCAB, first=k)
+            assert part.shape == (2, toks.size(1) - 1 - k)
+            assert (part - full[:, k:]).abs().max().item() < 1e-6
+        with pytest.raises(G.GenerationError, match="first must be in 0..7"):
+            G.token_logprobs(m, toks, first=toks.size(1) - 1)
