@@ -2,7 +2,6 @@
 layout-independent tiny model at the given TP, then write greedy and sampled
 generations and token log-probs to OUT/rank_R.pt for the test to compare."""
 import argparse
-import os
 import sys
 from pathlib import Path
 

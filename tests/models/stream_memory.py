@@ -11,7 +11,6 @@ usage: python tests/models/stream_memory.py WORKDIR [LAYERS_A LAYERS_B]
 """
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
