@@ -191,7 +191,9 @@ def answer_forms(loop, items) -> dict:
 
 
 def _forms(f: dict) -> str:
-    return f"{f['share']:.3f} (right: worked {f['worked_acc']:.3f}, bare {f['bare_acc']:.3f})"
+    def acc(x):
+        return "-" if x != x else f"{x:.3f}"     # nan: no answer of that form
+    return f"{f['share']:.3f} (right: worked {acc(f['worked_acc'])}, bare {acc(f['bare_acc'])})"
 
 
 def write_plot(curve: dict, path: Path, title: str) -> None:
