@@ -184,7 +184,7 @@ class DirectDecoder:
 
     def forward(self, ids: torch.Tensor, start: int, cache: Optional[list], cos: torch.Tensor,
                 sin: torch.Tensor, mask: Optional[torch.Tensor], *, last_only: bool = True,
-                gather: bool = True, keep_from: int = 0) -> torch.Tensor:
+                gather: bool = True) -> torch.Tensor:
         """Logits for ``ids`` [b, q] at columns ``start..start+q-1``.
 
         ``cache``: per layer ``(k, v)`` of shape [b, groups, window, head_dim];
@@ -192,9 +192,8 @@ class DirectDecoder:
         columns ``0..start+q-1``.  ``None``: no cache (``start`` must be 0).
         ``mask``: bool [b, 1, q, start+q], True = attend, or None for plain
         causal attention (q > 1) / every key (q == 1).  ``last_only``: logits
-        of the last column only ([b, v] instead of [b, q, v]); else of columns
-        ``keep_from..`` of this call.  ``gather``: full vocabulary on every
-        TP rank (else this rank's shard)."""
+        of the last column only ([b, v] instead of [b, q, v]).  ``gather``:
+        full vocabulary on every TP rank (else this rank's shard)."""
         b, q = ids.shape
         end = start + q
         nh, ng, hd = self.heads, self.groups, self.head_dim
@@ -222,21 +221,40 @@ class DirectDecoder:
             x = F.rms_norm(h, (self.hidden,), layer.ln2, self.eps)
             gate, up = F.linear(x, layer.wfc1).chunk(2, dim=-1)
             h = h + self._all_reduce(F.linear(F.silu(gate) * up, layer.wfc2))
-        h = h[:, -1] if last_only else h[:, keep_from:]
+        if last_only:
+            h = h[:, -1]
         h = F.rms_norm(h, (self.hidden,), self.final_ln, self.eps)
         logits = F.linear(h, self.output)
         return self._gather_vocab(logits) if gather else logits
 
-    def vocab_parallel_logits(self, tokens: torch.Tensor, real: Optional[torch.Tensor] = None,
-                              first: int = 0):
-        """[b, s - first, v/tp] logits of positions ``first..s-1`` of ``tokens``
-        (this rank's vocabulary shard, as ``GPTModel.forward`` returns them),
-        no KV cache; ``real`` [b, s] marks real tokens of a left-padded batch."""
+    def vocab_parallel_logits(self, tokens: torch.Tensor, real: Optional[torch.Tensor] = None):
+        """[b, s, v/tp] logits of every position of ``tokens`` (this rank's
+        vocabulary shard, as ``GPTModel.forward`` returns them), no KV cache;
+        ``real`` [b, s] marks real tokens of a left-padded batch."""
         s = tokens.size(1)
         cos, sin = self.rope_tables(s, self.embedding.dtype)
         mask = None if real is None else prefill_mask(real.to(tokens.device, torch.bool))
         return self.forward(tokens, 0, None, cos.to(tokens.device), sin.to(tokens.device), mask,
-                            last_only=False, gather=False, keep_from=first)
+                            last_only=False, gather=False)
+
+    def prefill(self, prompts: torch.Tensor, real: torch.Tensor, rows: Optional[torch.Tensor],
+                total: int, cos: torch.Tensor, sin: torch.Tensor, *, padded: bool,
+                gather: bool = True):
+        """Run each distinct prompt once and hand its keys/values to the rows
+        that share it (the G samples of a GRPO group share their question).
+
+        ``prompts`` [U, P] left-padded distinct prompts, ``real`` marks their
+        real tokens; row i of the result uses prompt ``rows[i]`` (None: row i
+        is prompt i).  Returns the logits of each row's last prompt position
+        [N, v] (this rank's shard unless ``gather``) and a KV cache of ``total``
+        columns per row, holding the prompt's columns."""
+        cache = self.new_cache(prompts.size(0), total, self.embedding.dtype, prompts.device)
+        mask = prefill_mask(real) if padded else None
+        last = self.forward(prompts, 0, cache, cos, sin, mask, gather=gather)
+        if rows is None:
+            return last, cache
+        return (last.index_select(0, rows),
+                [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in cache])
 
     @torch.inference_mode()
     def response_logprobs(self, prompts: Sequence[Sequence[int]], responses: torch.Tensor, *,
@@ -263,16 +281,13 @@ class DirectDecoder:
         rows = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]
         toks, real = left_pad(list(uniq), 0, dev)                        # [U, P]
         p_len = toks.size(1)
-        dtype = self.embedding.dtype
-        cos, sin = self.rope_tables(p_len + t, dtype)
+        cos, sin = self.rope_tables(p_len + t, self.embedding.dtype)
         cos, sin = cos.to(dev), sin.to(dev)
-        cache = self.new_cache(len(uniq), p_len + t, dtype, dev)
-        mask = None if bool(real.all()) else prefill_mask(real)
-        last = self.forward(toks, 0, cache, cos, sin, mask, gather=False)  # [U, v/tp]: response token 0
         idx = torch.tensor(rows, device=dev)
-        logits = last.index_select(0, idx)[:, None]
+        last, cache = self.prefill(toks, real, idx, p_len + t, cos, sin,
+                                   padded=not bool(real.all()), gather=False)
+        logits = last[:, None]                                           # response token 0
         if t > 1:
-            cache = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in cache]
             q = t - 1
             prompt_keys = real.index_select(0, idx)[:, None, :].expand(n, q, p_len)
             causal = torch.ones(q, q, dtype=torch.bool, device=dev).tril()[None].expand(n, q, q)
@@ -300,41 +315,33 @@ class DirectStep:
 
     def __init__(self, decoder: DirectDecoder, b: int, total: int, device, n: int = 1):
         dtype = decoder.embedding.dtype
-        self.dec, self.b, self.n = decoder, b, n if (n > 1 and b % n == 0) else 1
-        self.cache = decoder.new_cache(b, total, dtype, device)
+        self.dec, self.total, self.cache = decoder, total, None
+        n = n if (n > 1 and b % n == 0) else 1
+        self.n = n
+        self.rows = torch.arange(b // n, device=device).repeat_interleave(n) if n > 1 else None
         self.cos, self.sin = decoder.rope_tables(total, dtype)
         self.cos, self.sin = self.cos.to(device), self.sin.to(device)
 
     def __call__(self, inp: torch.Tensor, start: int, real: torch.Tensor, need_mask: bool):
-        if start == 0 and self.n > 1:
-            return self._shared_prefill(inp, real, need_mask)
-        mask = None
-        if need_mask:
-            mask = prefill_mask(real) if start == 0 else real[:, None, None, :]
+        if start == 0:
+            n = self.n
+            logits, self.cache = self.dec.prefill(inp[::n], real[::n], self.rows, self.total,
+                                                  self.cos, self.sin, padded=need_mask)
+            return logits
+        mask = real[:, None, None, :] if need_mask else None
         return self.dec.forward(inp, start, self.cache, self.cos, self.sin, mask)
-
-    def _shared_prefill(self, inp, real, need_mask):
-        n, s = self.n, inp.size(1)
-        firsts = [(k[::n], v[::n]) for k, v in self.cache]      # one row per group (views)
-        mask = prefill_mask(real[::n]) if need_mask else None
-        logits = self.dec.forward(inp[::n], 0, firsts, self.cos, self.sin, mask)
-        for k, v in self.cache:
-            for c in (k, v):
-                grouped = c.view(self.b // n, n, *c.shape[1:])
-                grouped[:, 1:, :, :s] = grouped[:, :1, :, :s]
-        return logits.repeat_interleave(n, dim=0)
 
 
 def prefill_mask(real: torch.Tensor) -> torch.Tensor:
-    """SDPA mask [b, 1, s, s] (True = attend) for a padded batch: causal over
-    real keys; a pad query also sees itself, so that no softmax row is empty
-    (SDPA returns NaN there, and a NaN value times a zero weight is still NaN
-    in the rows that follow)."""
+    """SDPA mask [b, 1, s, s] (True = attend) for a padded batch: the
+    complement of ``generation.attention_mask`` (causal over real keys), and
+    a pad query also sees itself, so that no softmax row is empty (SDPA
+    returns NaN there, and a NaN value times a zero weight is still NaN in
+    the rows that follow)."""
+    from megatron_dsm.models.generation import attention_mask
+
     s = real.size(1)
-    k = torch.arange(s, device=real.device)
-    causal = k[None, :] <= k[:, None]
-    eye = torch.eye(s, dtype=torch.bool, device=real.device)
-    return ((causal[None] & real[:, None, :]) | eye[None])[:, None]
+    return ~attention_mask(real, s) | torch.eye(s, dtype=torch.bool, device=real.device)
 
 
 class DirectRolloutEngine(RolloutEngine):

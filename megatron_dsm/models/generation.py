@@ -416,12 +416,10 @@ def token_logprobs(model, tokens: torch.Tensor, *, temperature: float = 1.0,
                    vocab_size: Optional[int] = None, first: int = 0) -> torch.Tensor:
     """log p(tokens[:, t+1] | tokens[:, :t+1]) for t = first..s-2, shape [b, s-1-first].
 
-    ``first`` skips the cross entropy (and, on the direct path, the output
-    layer) for positions nobody reads, e.g. the prompt of a rollout batch.
+    ``first`` skips the cross entropy for positions nobody reads, e.g. the
+    prompt of a rollout batch.
 
-    Differentiable (GRPO trains through it) when ``model`` is a GPTModel;
-    ``model`` may also be a ``direct_decode.DirectDecoder`` (forward only,
-    used for the frozen reference).  ``real`` [b, s] marks real
+    Differentiable (GRPO trains through it).  ``real`` [b, s] marks real
     tokens when the batch is padded; right padding needs none (pads only
     follow real tokens), left padding does.  ``temperature`` divides the
     logits as the sampler does; ``vocab_size`` excludes padded vocabulary
@@ -442,11 +440,8 @@ def token_logprobs(model, tokens: torch.Tensor, *, temperature: float = 1.0,
             raise GenerationError(f"real mask {tuple(real.shape)} does not match tokens {tuple(tokens.shape)}")
         real = real.to(dev, torch.bool)
         mask = attention_mask(real, s)
-    if hasattr(model, "vocab_parallel_logits"):    # direct_decode.DirectDecoder (forward only)
-        logits = model.vocab_parallel_logits(tokens, real, first=first)[:, :-1]
-    else:
-        pos = torch.arange(s, device=dev)[None].expand(b, -1)
-        logits = model(tokens, pos, mask)[:, first:-1]             # [b, s, v/tp] -> positions kept
+    pos = torch.arange(s, device=dev)[None].expand(b, -1)
+    logits = model(tokens, pos, mask)[:, first:-1]                 # [b, s, v/tp] -> positions kept
     return logprobs_of_targets(logits, tokens[:, first + 1:], temperature=temperature,
                                vocab_size=vocab_size)
 

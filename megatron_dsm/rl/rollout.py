@@ -92,7 +92,7 @@ def response_logprobs_chunked(model, batch: RolloutBatch, chunk: int, **kw) -> t
     The forwards run under ``torch.inference_mode`` (no autograd bookkeeping
     at all); the result is copied out of it by the final ``cat``, so it is an
     ordinary tensor that the loss may use next to differentiable ones."""
-    was = getattr(model, "training", False)   # a DirectDecoder has no train/eval mode
+    was = model.training
     if was:
         model.eval()
     try:

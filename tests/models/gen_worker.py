@@ -67,8 +67,8 @@ def main():
     d_sampled = eng.generate(PROMPTS, G.SamplingParams(max_new_tokens=12, temperature=1.0,
                                                        top_p=0.9, n=3, seed=4))
     with torch.no_grad():
-        d_lp = G.token_logprobs(DirectDecoder(model), toks, real=real, temperature=0.7,
-                                vocab_size=VOCAB)
+        d_lp = G.logprobs_of_targets(DirectDecoder(model).vocab_parallel_logits(toks, real)[:, :-1],
+                                     toks[:, 1:], temperature=0.7, vocab_size=VOCAB)
     # the frozen reference's path: each distinct prompt once, G=3 rows per prompt
     from megatron_dsm.rl.rollout import build_batch, response_logprobs, shared_prompt_logprobs
 

@@ -193,15 +193,15 @@ def test_draw_categorical_rounding_edge(monkeypatch):
 @pytest.mark.parametrize("name", ["gqa-untied", "mha-tied"])
 @torch.no_grad()
 def test_token_logprobs_from_a_later_position(models, name):
-    """first=k returns columns k.. of the full log-prob matrix, on the
-    megatron-core path and the direct one; out-of-range k is refused."""
+    """first=k returns columns k.. of the full log-prob matrix (what
+    rollout.response_logprobs asks for: no cross entropy on the prompt);
+    out-of-range k is refused."""
     model = models[name]
     toks = torch.tensor([PROMPTS[0] + [20, 21, 22], PROMPTS[2] + [1, 2, 3, 4, 5, 6]])
-    for m in (model, D.DirectDecoder(model)):
-        full = G.token_logprobs(m, toks, temperature=0.7, vocab_size=VOCAB)
-        for k in (1, 4, toks.size(1) - 2):
-            part = G.token_logprobs(m, toks, temperature=0.7, vocab_size=VOCAB, first=k)
-            assert part.shape == (2, toks.size(1) - 1 - k)
-            assert (part - full[:, k:]).abs().max().item() < 1e-6
-        with pytest.raises(G.GenerationError, match="first must be in 0..7"):
-            G.token_logprobs(m, toks, first=toks.size(1) - 1)
+    full = G.token_logprobs(model, toks, temperature=0.7, vocab_size=VOCAB)
+    for k in (1, 4, toks.size(1) - 2):
+        part = G.token_logprobs(model, toks, temperature=0.7, vocab_size=VOCAB, first=k)
+        assert part.shape == (2, toks.size(1) - 1 - k)
+        assert (part - full[:, k:]).abs().max().item() < 1e-6
+    with pytest.raises(G.GenerationError, match="first must be in 0..7"):
+        G.token_logprobs(model, toks, first=toks.size(1) - 1)
