@@ -1,8 +1,8 @@
 """Build megatron-core GPTModels with the Llama architecture.
 
 Layer specs: transformer-engine's spec when TE imports and CUDA is present,
-megatron-core's local spec otherwise (CPU).  The same GPTModel class runs on
-both.
+megatron-core's local spec otherwise (CPU), with ``models.attention``'s
+core attention.  The same GPTModel class runs on both.
 """
 
 from __future__ import annotations
@@ -33,7 +33,13 @@ def layer_spec(use_te: bool | None = None):
         use_te = transformer_engine_available()
     if use_te:
         return specs.get_gpt_layer_with_transformer_engine_spec()
-    return specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+    spec = specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+    # megatron-core's DotProductAttention with the causal mask folded into
+    # the score product (models/attention.py says where and why)
+    from megatron_dsm.models.attention import LeanDotProductAttention
+
+    spec.submodules.self_attention.submodules.core_attention = LeanDotProductAttention
+    return spec
 
 
 def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, bf16: bool = False,
