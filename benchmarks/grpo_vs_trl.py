@@ -16,8 +16,18 @@ optimizer) with the same timing rule: seconds per step between the end of
 step WARMUP and the end of the last step; samples/s = 8 / that.
 
 Both sides use THREADS torch threads (default 2).  The pair runs ROUNDS
-times (default 5, as the harness advises), alternating; last line: the medians, and
-``... ratio project/trl=<x>`` = the median of the per-round ratios.
+times (default 9); last line: the medians, and ``... ratio project/trl=<x>``
+= the median of the per-round ratios (each the harness's rule: mean step
+time after warm-up).  ``median_step_ratio`` applies the median step instead
+of the mean to both sides' step times (the harness prints them).
+
+Pairing.  This machine's speed drifts by a third and more within seconds
+(seen: TRL 75 then 104 samples/s back to back), so the two timed windows of
+a round are put next to each other: the project worker builds its model
+first and waits (idle, blocked on stdin), the TRL harness then runs from
+start to end, and the moment it exits the worker is told to start its
+steps.  The gap between TRL's last timed step and the project's first is
+the harness's exit, not a Python start-up and model build.
 
 The project side samples with the rollout engine its RL loop picks by
 default (``--rollout-engine auto``: ``models.direct_decode``, a module-free
@@ -43,11 +53,7 @@ THREADS = int(os.environ.get("THREADS", "2"))
 MAX_STEPS = int(os.environ.get("MAX_STEPS", "20"))
 WARMUP = int(os.environ.get("WARMUP", "2"))
 WORK = Path(os.environ.get("WORK", "/tmp/grpo_vs_trl"))
-# This machine's speed drifts by a third between runs a few seconds apart
-# (seen: TRL 75 then 104 samples/s back to back), so one TRL run then one
-# project run can land in different regimes.  ROUNDS alternating pairs, and
-# the median of the per-round ratios, keep the comparison paired in time.
-ROUNDS = int(os.environ.get("ROUNDS", "5"))
+ROUNDS = int(os.environ.get("ROUNDS", "9"))
 G, MAX_NEW = 8, 16
 
 _NUM = re.compile(r"-?\d+")
@@ -99,6 +105,9 @@ def project_side() -> dict:
     torch.set_num_threads(THREADS)
     loop = RLLoop(trainer, rl, tok, items, [], reward=FirstIntegerReward())
     params = sum(p.numel() for p in trainer.model.parameters())
+    # set up: wait for the go (see "Pairing" in the module docstring)
+    print("READY", flush=True)
+    sys.stdin.readline()
     ends, lens, rewards = [], [], []
     t_begin = time.perf_counter()
     for _ in range(MAX_STEPS):
@@ -127,17 +136,23 @@ def main() -> int:
     env.pop("WORLD_SIZE", None)
     rounds = []
     for r in range(ROUNDS):
+        worker = start_project(env)
+        if worker is None:
+            return 1
         trl = run_trl(env)
-        ours = run_project(env)
+        ours = finish_project(worker, go=trl is not None)
         if trl is None or ours is None:
             return 1
         ratio = ours["samples_per_s"] / float(trl["samples_per_s"])
-        rounds.append((float(trl["samples_per_s"]), ours["samples_per_s"], ratio))
+        step_ratio = median_step_rate(ours["steps_s"]) / median_step_rate(trl["steps_s"])
+        rounds.append((float(trl["samples_per_s"]), ours["samples_per_s"], ratio, step_ratio))
         print(f"round {r + 1}/{ROUNDS}: trl_samples_per_s={rounds[-1][0]:.2f} "
-              f"project_samples_per_s={ours['samples_per_s']:.2f} ratio={ratio:.2f}", flush=True)
+              f"project_samples_per_s={ours['samples_per_s']:.2f} ratio={ratio:.2f} "
+              f"median_step_ratio={step_ratio:.2f}", flush=True)
     med = [statistics.median(x) for x in zip(*rounds)]
     print(f"trl_samples_per_s={med[0]:.2f} project_samples_per_s={med[1]:.2f} G={G} max_new={MAX_NEW} "
           f"trl_params={trl['params']} project_params={ours['params']} threads={THREADS} "
+          f"median_step_ratio={med[3]:.2f} "
           f"rounds={ROUNDS} ratio project/trl={med[2]:.2f}")
     return 0
 
@@ -149,15 +164,41 @@ def run_trl(env) -> dict | None:
         print(f"error: TRL harness failed:\n{p.stderr[-3000:]}", file=sys.stderr)
         return None
     print(trl_line[-1], flush=True)
-    return dict(kv.split("=", 1) for kv in trl_line[-1].split()[1:])
+    out = dict(kv.split("=", 1) for kv in trl_line[-1].split()[1:])
+    steps = [l for l in p.stdout.splitlines() if l.startswith("STEPS_S ")]
+    out["steps_s"] = json.loads(steps[-1][8:]) if steps else []
+    return out
 
 
-def run_project(env) -> dict | None:
-    q = subprocess.run([sys.executable, __file__, "--project-worker"], env=env, cwd=REPO,
-                       capture_output=True, text=True)
-    res = [l for l in q.stdout.splitlines() if l.startswith("RESULT ")]
-    if q.returncode != 0 or not res:
-        print(f"error: project side failed:\n{q.stderr[-3000:]}", file=sys.stderr)
+def median_step_rate(steps_s: list) -> float:
+    """Samples/s from the median post-warm-up step (a step slowed by the
+    machine moves a mean, not a median); the same rule for both sides."""
+    timed = steps_s[WARMUP:]
+    return G / statistics.median(timed) if timed else float("nan")
+
+
+def start_project(env) -> subprocess.Popen | None:
+    """The project worker, built and waiting for its go (None if it failed)."""
+    w = subprocess.Popen([sys.executable, __file__, "--project-worker"], env=env, cwd=REPO,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    for line in w.stdout:
+        if line.startswith("READY"):
+            return w
+    print(f"error: project side failed while setting up:\n{w.stderr.read()[-3000:]}", file=sys.stderr)
+    w.wait()
+    return None
+
+
+def finish_project(w: subprocess.Popen, go: bool) -> dict | None:
+    if not go:
+        w.kill()
+        w.wait()
+        return None
+    out, err = w.communicate("go\n")
+    res = [l for l in out.splitlines() if l.startswith("RESULT ")]
+    if w.returncode != 0 or not res:
+        print(f"error: project side failed:\n{err[-3000:]}", file=sys.stderr)
         return None
     ours = json.loads(res[-1][7:])
     print("project " + json.dumps(ours), flush=True)
