@@ -101,6 +101,39 @@ def test_grad_norm_and_count_zeros_on_cpu(dist):
     assert count_zeros_fp32([p], grad_stats_parallel_group=ps.get_model_parallel_group()) == 1
 
 
+@pytest.mark.parametrize("rot", [32, 16])
+def test_fused_rope_hook_is_megatron_rope_bit_for_bit(dist, rot):
+    """The CPU fused-RoPE hook against megatron-core's unfused
+    _apply_rotary_pos_emb_bshd: forward and input gradient bit for bit, for a
+    full and a partial rotary dimension; the tables follow a new freqs."""
+    from megatron.core.models.common.embeddings import rope_utils
+    from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+
+    assert rope_utils.fused_apply_rotary_pos_emb is platform._cpu_fused_apply_rotary_pos_emb
+    rope = RotaryEmbedding(kv_channels=32, rotary_percent=rot / 32, rotary_base=10000)
+    for seq in (9, 13):
+        freqs = rope(seq)                                   # [seq, 1, 1, rot]
+        g = torch.Generator().manual_seed(seq)
+        t = (torch.randn(seq, 2, 3, 32, generator=g) * 3).requires_grad_()
+        up = torch.randn(seq, 2, 3, 32, generator=g)
+        want = rope_utils._apply_rotary_pos_emb_bshd(t, freqs)
+        (want * up).sum().backward()
+        want_grad, t.grad = t.grad, None
+        got = rope_utils.fused_apply_rotary_pos_emb(t, freqs, interleaved=False)
+        (got * up).sum().backward()
+        assert torch.equal(got, want) and torch.equal(t.grad, want_grad)
+        assert not torch.equal(got, t)                      # it did rotate
+
+
+def test_rope_fusion_is_on_for_cpu_models(dist):
+    from megatron_dsm.models.config import ModelConfig
+    from megatron_dsm.models.gpt import transformer_config
+
+    cfg = ModelConfig(num_layers=1, hidden_size=64, num_attention_heads=4, ffn_hidden_size=128,
+                      vocab_size=64, seq_length=32)
+    assert platform.cpu_rope_fusion() and transformer_config(cfg).apply_rope_fusion
+
+
 def test_schedule_ddp_optimizer_and_checkpoint_run_on_cpu(dist, tmp_path):
     """forward_backward_no_pipelining, megatron DDP, the megatron optimizer and
     dist_checkpointing save/load together on one tiny GPTModel."""
