@@ -69,6 +69,8 @@ def unsupported_reason(model) -> Optional[str]:
         (getattr(c, "multi_latent_attention", False), "multi-latent attention"),
         (getattr(c, "num_moe_experts", None), "mixture of experts"),
         (getattr(c, "rotary_interleaved", False), "interleaved RoPE"),
+        (getattr(getattr(m, "rotary_pos_emb", None), "inv_freq", torch.empty(0)).numel() * 2
+         != c.kv_channels, "RoPE on part of each head (rotary_percent < 1)"),
         (getattr(c, "softmax_scale", None) is not None, "custom softmax scale"),
         (getattr(c, "layernorm_zero_centered_gamma", False), "zero-centred norm gamma"),
         (c.sequence_parallel, "sequence parallelism"),
@@ -161,35 +163,44 @@ class DirectDecoder:
 
     # -- one forward ------------------------------------------------------------------
     def rope_tables(self, total: int, dtype: torch.dtype):
-        """cos and sign-folded sin [total, rot_dim]: rotate_half(t) * sin ==
-        roll(t, rot/2) * sin_signed exactly (a sign flip moves between factors)."""
+        """RoPE as one multiply-add over the whole QKV projection: tables
+        [total, 1, heads_per_group + 2, head_dim] for the slots (query heads,
+        key, value) of a query group, such that
+        ``rope(qkv) = qkv * cos + rotated(qkv) * sin``.
+
+        ``rotated`` is a roll by half the head (every dimension rotates:
+        ``unsupported_reason`` refuses partial rotary), and the sin table
+        carries rotate-half's sign (``rotate_half(t) * sin == roll(t) *
+        [-sin_lo, sin_hi]`` exactly).  The value slot gets cos 1 and sin 0,
+        which leaves values exactly as they are.  One call per decode step
+        and layer instead of slicing queries/keys out first (measured: the
+        decode forward 1448 -> 1361 us with the joint KV cache of
+        ``new_cache``, medians of 10 alternating rounds, 2 cores)."""
         key = (total, dtype)
         if key not in self._rope_cache:
-            freqs = self.rotary(total)                        # [total, 1, 1, rot] (fp32)
-            freqs = freqs.reshape(total, -1)
-            half = freqs.size(-1) // 2
-            sin = torch.sin(freqs)
-            sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
+            freqs = self.rotary(total).reshape(total, -1)      # [total, head_dim] (fp32)
+            hpg, half = self.heads // self.groups, freqs.size(-1) // 2
+            cos = torch.cos(freqs)
+            s = torch.sin(freqs)
+            sin = torch.cat([-s[:, :half], s[:, half:]], dim=-1)
+            slots = torch.ones(hpg + 2, 1)
+            slots[-1] = 0.0                                    # the value slot: cos 1, sin 0
+            cos_t = (cos[:, None] * slots + (1 - slots)).to(dtype)[:, None]
+            sin_t = (sin[:, None] * slots).to(dtype)[:, None]
             if len(self._rope_cache) > 16:
                 self._rope_cache.clear()
-            self._rope_cache[key] = (torch.cos(freqs).to(dtype), sin.to(dtype))
+            self._rope_cache[key] = (cos_t.contiguous(), sin_t.contiguous())
         return self._rope_cache[key]
-
-    def _rope(self, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        rot = cos.size(-1)
-        if rot == t.size(-1):
-            return t * cos + torch.roll(t, rot // 2, dims=-1) * sin
-        head, tail = t[..., :rot], t[..., rot:]
-        return torch.cat([head * cos + torch.roll(head, rot // 2, dims=-1) * sin, tail], dim=-1)
 
     def forward(self, ids: torch.Tensor, start: int, cache: Optional[list], cos: torch.Tensor,
                 sin: torch.Tensor, mask: Optional[torch.Tensor], *, last_only: bool = True,
                 gather: bool = True) -> torch.Tensor:
         """Logits for ``ids`` [b, q] at columns ``start..start+q-1``.
 
-        ``cache``: per layer ``(k, v)`` of shape [b, groups, window, head_dim];
-        this call's keys/values are written at its columns and attention reads
-        columns ``0..start+q-1``.  ``None``: no cache (``start`` must be 0).
+        ``cache``: per layer one tensor [b, groups, 2, window, head_dim]
+        (keys, values); this call's keys/values are written at its columns in
+        one copy and attention reads columns ``0..start+q-1``.  ``None``: no
+        cache (``start`` must be 0).  ``cos``/``sin``: ``rope_tables``.
         ``mask``: bool [b, 1, q, start+q], True = attend, or None for plain
         causal attention (q > 1) / every key (q == 1).  ``last_only``: logits
         of the last column only ([b, v] instead of [b, q, v]).  ``gather``:
@@ -198,23 +209,21 @@ class DirectDecoder:
         end = start + q
         nh, ng, hd = self.heads, self.groups, self.head_dim
         hpg = nh // ng
-        # [q, 1, 1, rot]: broadcasts over (b, q, groups, heads-per-group + 1, hd)
-        cos, sin = cos[start:end, None, None], sin[start:end, None, None]
+        cos, sin = cos[start:end], sin[start:end]
         h = self._embed(ids)
         causal = mask is None and q > 1
         for i, layer in enumerate(self.layers):
             x = F.rms_norm(h, (self.hidden,), layer.ln1, self.eps)
             qkv = F.linear(x, layer.wqkv).view(b, q, ng, hpg + 2, hd)
-            # RoPE on the query heads and the key of every group in one pass
-            qk = self._rope(qkv[:, :, :, :hpg + 1], cos, sin)
-            qh = qk[:, :, :, :hpg].reshape(b, q, nh, hd).transpose(1, 2)     # [b, nh, q, hd]
-            kh = qk[:, :, :, hpg].transpose(1, 2)                              # [b, ng, q, hd]
-            vh = qkv[:, :, :, hpg + 1].transpose(1, 2)
+            # RoPE on every query head and key in one pass (values pass through)
+            r = torch.addcmul(qkv * cos, torch.roll(qkv, hd // 2, dims=-1), sin)
+            qh = r[:, :, :, :hpg].reshape(b, q, nh, hd).transpose(1, 2)      # [b, nh, q, hd]
             if cache is not None:
-                kc, vc = cache[i]
-                kc[:, :, start:end] = kh
-                vc[:, :, start:end] = vh
-                kh, vh = kc[:, :, :end], vc[:, :, :end]
+                kv = cache[i]
+                kv[:, :, :, start:end] = r[:, :, :, hpg:].permute(0, 2, 3, 1, 4)
+                kh, vh = kv[:, :, 0, :end], kv[:, :, 1, :end]                # [b, ng, end, hd]
+            else:
+                kh, vh = r[:, :, :, hpg].transpose(1, 2), r[:, :, :, hpg + 1].transpose(1, 2)
             o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, is_causal=causal,
                                                enable_gqa=ng != nh)
             h = h + self._all_reduce(F.linear(o.transpose(1, 2).reshape(b, q, nh * hd), layer.wproj))
@@ -253,8 +262,7 @@ class DirectDecoder:
         last = self.forward(prompts, 0, cache, cos, sin, mask, gather=gather)
         if rows is None:
             return last, cache
-        return (last.index_select(0, rows),
-                [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in cache])
+        return last.index_select(0, rows), [kv.index_select(0, rows) for kv in cache]
 
     @torch.inference_mode()
     def response_logprobs(self, prompts: Sequence[Sequence[int]], responses: torch.Tensor, *,
@@ -298,9 +306,10 @@ class DirectDecoder:
         return logprobs_of_targets(logits, responses, temperature=temperature, vocab_size=vocab_size)
 
     def new_cache(self, b: int, total: int, dtype: torch.dtype, device) -> list:
-        shape = (b, self.groups, total, self.head_dim)
-        return [(torch.empty(shape, dtype=dtype, device=device),
-                 torch.empty(shape, dtype=dtype, device=device)) for _ in self.layers]
+        """Per layer [b, groups, 2, total, head_dim]: keys and values side by
+        side, so that one copy writes both (see ``forward``)."""
+        shape = (b, self.groups, 2, total, self.head_dim)
+        return [torch.empty(shape, dtype=dtype, device=device) for _ in self.layers]
 
 
 class DirectStep:

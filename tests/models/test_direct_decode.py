@@ -152,6 +152,15 @@ def test_scope_checks_and_engine_choice(models):
             D.engine_for("direct", model)
     finally:
         model.config.qk_layernorm = False
+    rope = model.rotary_pos_emb
+    try:   # RoPE on half of each head: the joint rotation tables assume all of it
+        from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+
+        model.rotary_pos_emb = RotaryEmbedding(kv_channels=model.config.kv_channels,
+                                               rotary_percent=0.5)
+        assert D.unsupported_reason(model) == "RoPE on part of each head (rotary_percent < 1)"
+    finally:
+        model.rotary_pos_emb = rope
     assert "not a megatron-core GPTModel" in D.unsupported_reason(torch.nn.Linear(2, 2))
     with pytest.raises(G.GenerationError, match="unknown rollout engine 'vllm'"):
         D.engine_for("vllm", model)
