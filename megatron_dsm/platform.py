@@ -351,6 +351,17 @@ def _cpu_clip_grad_by_total_norm_fp32(parameters, max_norm, total_norm,
         torch._foreach_mul_(grads, clip_coeff)
 
 
+def cos_and_folded_sin(freqs: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos(freqs), and sin(freqs) with rotate-half's sign folded into its
+    first half, so that ``rotate_half(t) * sin == roll(t, d/2) * folded``
+    exactly (IEEE negation commutes with the product).  Shared by the CPU
+    RoPE hook below and ``models.direct_decode``."""
+    half = freqs.size(-1) // 2
+    sin = torch.sin(freqs)
+    folded = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+    return torch.cos(freqs).to(dtype), folded.to(dtype)
+
+
 _rope_tables: list = []   # [(freqs, cos, sign-folded sin)] of the last freqs tensor seen
 
 
@@ -378,23 +389,12 @@ def _cpu_fused_apply_rotary_pos_emb(t: torch.Tensor, freqs: torch.Tensor,
         return rope_utils._apply_rotary_pos_emb_bshd(t, freqs, rotary_interleaved=True)
     rot = freqs.shape[-1]
     if not _rope_tables or _rope_tables[0][0] is not freqs or _rope_tables[0][1].dtype != t.dtype:
-        half = rot // 2
-        sin = torch.sin(freqs)
-        folded = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
-        _rope_tables[:] = [(freqs, torch.cos(freqs).to(t.dtype), folded.to(t.dtype))]
+        _rope_tables[:] = [(freqs, *cos_and_folded_sin(freqs, t.dtype))]
     _, cos, sin = _rope_tables[0]
     if rot == t.shape[-1]:
         return t * cos + torch.roll(t, rot // 2, dims=-1) * sin
     head = t[..., :rot]
     return torch.cat([head * cos + torch.roll(head, rot // 2, dims=-1) * sin, t[..., rot:]], dim=-1)
-
-
-def cpu_rope_fusion() -> bool:
-    """Whether ``apply_rope_fusion`` may be set: the CPU hook is installed."""
-    return f"{_ROPE_HOOK[0]}.{_ROPE_HOOK[1]}" in _installed
-
-
-_ROPE_HOOK = ("megatron.core.models.common.embeddings.rope_utils", "fused_apply_rotary_pos_emb")
 
 
 # Functions replaced outright: (module, attribute, replacement).
@@ -407,7 +407,8 @@ FUNCTION_SHIMS = (
     ("megatron.core.optimizer.optimizer", "clip_grad_by_total_norm_fp32",
      "_cpu_clip_grad_by_total_norm_fp32"),
     # megatron-core's fused-RoPE hook (None without transformer-engine)
-    (*_ROPE_HOOK, "_cpu_fused_apply_rotary_pos_emb"),
+    ("megatron.core.models.common.embeddings.rope_utils", "fused_apply_rotary_pos_emb",
+     "_cpu_fused_apply_rotary_pos_emb"),
 )
 
 _installed: list[str] = []

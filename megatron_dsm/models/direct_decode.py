@@ -36,6 +36,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from megatron_dsm import platform
 from megatron_dsm.models.generation import (GenerationError, RolloutEngine, SamplingParams,
                                             generate)
 
@@ -179,10 +180,8 @@ class DirectDecoder:
         key = (total, dtype)
         if key not in self._rope_cache:
             freqs = self.rotary(total).reshape(total, -1)      # [total, head_dim] (fp32)
-            hpg, half = self.heads // self.groups, freqs.size(-1) // 2
-            cos = torch.cos(freqs)
-            s = torch.sin(freqs)
-            sin = torch.cat([-s[:, :half], s[:, half:]], dim=-1)
+            hpg = self.heads // self.groups
+            cos, sin = platform.cos_and_folded_sin(freqs, freqs.dtype)
             slots = torch.ones(hpg + 2, 1)
             slots[-1] = 0.0                                    # the value slot: cos 1, sin 0
             cos_t = (cos[:, None] * slots + (1 - slots)).to(dtype)[:, None]
@@ -278,7 +277,7 @@ class DirectDecoder:
         the same column; RoPE scores depend on relative positions only, so the
         shift changes nothing.  The log-probs go through megatron-core's
         ``vocab_parallel_cross_entropy`` (``generation.logprobs_of_targets``)."""
-        from megatron_dsm.models.generation import left_pad, logprobs_of_targets
+        from megatron_dsm.models.generation import attention_mask, left_pad, logprobs_of_targets
 
         dev = responses.device
         n, t = responses.shape
@@ -297,9 +296,11 @@ class DirectDecoder:
         logits = last[:, None]                                           # response token 0
         if t > 1:
             q = t - 1
-            prompt_keys = real.index_select(0, idx)[:, None, :].expand(n, q, p_len)
-            causal = torch.ones(q, q, dtype=torch.bool, device=dev).tril()[None].expand(n, q, q)
-            mask = torch.cat([prompt_keys, causal], dim=2)[:, None]       # [N, 1, q, P + q]
+            # the response queries over every real prompt key and, causally,
+            # the response keys: generation.attention_mask's complement
+            keys = torch.cat([real.index_select(0, idx),
+                              torch.ones(n, q, dtype=torch.bool, device=dev)], dim=1)
+            mask = ~attention_mask(keys, q)                               # [N, 1, q, P + q]
             out = self.forward(responses[:, :-1], p_len, cache, cos, sin, mask, last_only=False,
                                gather=False)                             # [N, q, v/tp]
             logits = torch.cat([logits, out], dim=1)

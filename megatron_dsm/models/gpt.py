@@ -66,9 +66,9 @@ def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, bf16: bool
         persist_layer_norm=False,
         bias_dropout_fusion=False,
         # CPU: megatron-core's fused-RoPE hook holds the platform layer's
-        # implementation (bit for bit the unfused one, fewer ops); GPU: off
-        # as before (transformer-engine's kernel is not measured here yet)
-        apply_rope_fusion=not on_gpu and platform.cpu_rope_fusion(),
+        # implementation (bit for bit the unfused one, fewer ops) once the
+        # shims are in; GPU: off as before (TE's kernel is not measured here yet)
+        apply_rope_fusion=not on_gpu and platform.shims_installed(),
         gradient_accumulation_fusion=False,
         attention_dropout=cfg.attention_dropout,
         hidden_dropout=cfg.hidden_dropout,

@@ -131,7 +131,7 @@ def test_rope_fusion_is_on_for_cpu_models(dist):
 
     cfg = ModelConfig(num_layers=1, hidden_size=64, num_attention_heads=4, ffn_hidden_size=128,
                       vocab_size=64, seq_length=32)
-    assert platform.cpu_rope_fusion() and transformer_config(cfg).apply_rope_fusion
+    assert platform.shims_installed() and transformer_config(cfg).apply_rope_fusion
 
 
 def test_schedule_ddp_optimizer_and_checkpoint_run_on_cpu(dist, tmp_path):
