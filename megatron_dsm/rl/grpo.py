@@ -43,6 +43,7 @@ import torch
 from megatron_dsm.models.direct_decode import engine_for
 from megatron_dsm.models.generation import SamplingParams
 from megatron_dsm.rl import algorithms as alg
+from megatron_dsm.rl import packing
 from megatron_dsm.rl.rl_config import RLConfig
 from megatron_dsm.rl.rollout import (ReferenceModel, RolloutBatch, build_batch,
                                      response_logprobs, response_logprobs_chunked)
@@ -153,6 +154,8 @@ class RLLoop:
         self.vocab_size = trainer.model_cfg.vocab_size
         engine_kw = dict(pad_id=self.pad_id, vocab_size=self.vocab_size, decode=tokenizer.decode)
         self.engine = engine_for(cfg.rollout_engine, trainer.model, **engine_kw)
+        # the policy's log-probs in training: each distinct prompt once where the model allows it
+        self.packing = cfg.pack_prompts and packing.unsupported_reason(trainer.model) is None
         self.order = QuestionOrder(len(self.train_items), t.seed)
         self.rl_iteration = 0
         self.hooks: list[Callable[["RLLoop"], None]] = []
@@ -244,10 +247,15 @@ class RLLoop:
         return out.loss, {"policy loss": out.pg_loss.clone(), "kl": out.kl.clone(),
                           "clip fraction": out.clip_fraction.clone(), "entropy": entropy}
 
+    def _policy_logprobs(self, model, batch: RolloutBatch, packed=None, **kw) -> torch.Tensor:
+        if not self.packing:
+            return response_logprobs(model, batch, **kw)
+        return packing.packed_logprobs(model, packed or packing.pack_shared_prompts(batch), **kw)
+
     def _forward_step(self, data_iterator, model):
         mb = next(data_iterator)
-        logp = response_logprobs(model, mb["batch"], temperature=self.cfg.temperature,
-                                 vocab_size=self.vocab_size)
+        logp = self._policy_logprobs(model, mb["batch"], mb["packed"],
+                                     temperature=self.cfg.temperature, vocab_size=self.vocab_size)
         return logp, functools.partial(self._loss_func, mb)
 
     def _microbatches(self, ro: Rollout, old, ref) -> list[dict]:
@@ -255,7 +263,9 @@ class RLLoop:
         out = []
         for i in range(0, ro.batch.tokens.size(0), mbs):
             sl = slice(i, i + mbs)
-            out.append({"batch": ro.batch.rows(i, i + mbs), "mask": ro.loss_mask[sl],
+            rows = ro.batch.rows(i, i + mbs)
+            out.append({"batch": rows, "mask": ro.loss_mask[sl],
+                        "packed": packing.pack_shared_prompts(rows) if self.packing else None,
                         "adv": ro.advantages[sl],
                         "old": None if old is None else old[sl],
                         "ref": None if ref is None else ref[sl]})
@@ -272,7 +282,8 @@ class RLLoop:
         ref = self.reference.logprobs(ro.batch, mbs, **kw) if self.reference is not None else None
         old = None
         if cfg.inner_updates > 1 or cfg.algorithm == "ppo":
-            old = response_logprobs_chunked(unwrap(tr.model), ro.batch, mbs, **kw)
+            old = response_logprobs_chunked(unwrap(tr.model), ro.batch, mbs,
+                                            logprobs=self._policy_logprobs, **kw)
         extra = {}
         if cfg.algorithm == "ppo":
             ro.advantages, extra = self.critic.advantages(ro, old, ref, cfg)

@@ -43,6 +43,9 @@ class RLConfig:
                                 "weights), megatron (GPTModel.forward + StaticInferenceContext), "
                                 "auto (direct for a CPU model it supports)",
                                 choices=("auto", "direct", "megatron"))
+    pack_prompts: bool = field(True, help="policy forward/backward with each distinct prompt of a "
+                               "micro-batch run once (rl/packing.py; the row layout where the "
+                               "model does not support it)")
     beta: float = field(0.04, help="KL coefficient (in the loss)")
     kl_estimator: str = field("k3", help="KL estimator", choices=KL_ESTIMATORS)
     eps_low: float = field(0.2, help="clip epsilon (low side)")

@@ -86,8 +86,10 @@ def response_logprobs(model, batch: RolloutBatch, *, temperature: float = 1.0,
     return out * batch.mask.to(dev)
 
 
-def response_logprobs_chunked(model, batch: RolloutBatch, chunk: int, **kw) -> torch.Tensor:
-    """Forward-only log-probs in chunks of ``chunk`` rows (old / reference policy).
+def response_logprobs_chunked(model, batch: RolloutBatch, chunk: int, *,
+                              logprobs=response_logprobs, **kw) -> torch.Tensor:
+    """Forward-only log-probs in chunks of ``chunk`` rows (old / reference
+    policy) through ``logprobs(model, rows, **kw)`` (default: the row layout).
 
     The forwards run under ``torch.inference_mode`` (no autograd bookkeeping
     at all); the result is copied out of it by the final ``cat``, so it is an
@@ -97,7 +99,7 @@ def response_logprobs_chunked(model, batch: RolloutBatch, chunk: int, **kw) -> t
         model.eval()
     try:
         with torch.inference_mode():
-            parts = [response_logprobs(model, batch.rows(i, i + chunk), **kw)
+            parts = [logprobs(model, batch.rows(i, i + chunk), **kw)
                      for i in range(0, batch.tokens.size(0), chunk)]
     finally:
         if was:

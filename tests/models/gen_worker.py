@@ -72,12 +72,16 @@ def main():
     # the frozen reference's path: each distinct prompt once, G=3 rows per prompt
     from megatron_dsm.rl.rollout import build_batch, response_logprobs, shared_prompt_logprobs
 
+    from megatron_dsm.rl.packing import pack_shared_prompts, packed_logprobs
+
     rb = build_batch(d_sampled.prompts, d_sampled.completions, 0)
     with torch.no_grad():
         ref_direct = shared_prompt_logprobs(DirectDecoder(model), rb, temperature=0.7, vocab_size=VOCAB)
         ref_megatron = response_logprobs(model, rb, temperature=0.7, vocab_size=VOCAB)
+        # the policy's training layout (rl/packing.py): each prompt once in GPTModel.forward
+        packed = packed_logprobs(model, pack_shared_prompts(rb), temperature=0.7, vocab_size=VOCAB)
     torch.save({"greedy": greedy.completions, "sampled": sampled.completions,
-                "ref_direct": ref_direct, "ref_megatron": ref_megatron,
+                "ref_direct": ref_direct, "ref_megatron": ref_megatron, "packed": packed,
                 "logprobs": lp, "real": real, "tps": greedy.tokens_per_second,
                 "direct_greedy": d_greedy.completions, "direct_sampled": d_sampled.completions,
                 "direct_logprobs": d_lp}, out / f"rank_{rank}.pt")

@@ -310,6 +310,10 @@ def test_tp2_equals_tp1(tmp_path):
         # absolute, 5.9e-6 relative
         diff = (r["ref_direct"] - a["ref_megatron"]).abs()
         assert (diff / a["ref_megatron"].abs().clamp_min(1.0)).max().item() <= 1e-5
+        # shared-prompt packing in GPTModel.forward (the GRPO training layout)
+        # against the row layout at TP=1 (same scale as above)
+        diff = (r["packed"] - a["ref_megatron"]).abs()
+        assert (diff / a["ref_megatron"].abs().clamp_min(1.0)).max().item() <= 1e-5
     # the same processes rebuilt at PP=2: generation refuses with one clear line
     for r in (0, 1):
         msg = (two / f"pp_rank_{r}.txt").read_text()
