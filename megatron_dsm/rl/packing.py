@@ -23,6 +23,11 @@ float summation order:
 - gradients: the prompt's keys and values receive the sum over the G rows,
   which the row layout also forms (inside the weight-gradient products).
 
+The frozen reference uses the same layout through the module-free
+``direct_decode.DirectDecoder`` (``packed_direct_logprobs``: one forward
+instead of a prompt prefill, a key/value copy to the G rows and a second
+forward).
+
 ``tests/rl/test_packing.py`` checks log-probs and parameter gradients
 against the row layout (fp32, 1e-5), at TP=1 here and under torchrun at
 TP=2 (``gen_worker``).
@@ -38,14 +43,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
 from megatron_dsm import platform
 from megatron_dsm.models.generation import logprobs_of_targets
-from megatron_dsm.rl.rollout import RolloutBatch
 from megatron_dsm.training.checkpointing import unwrap
+
+if TYPE_CHECKING:   # rollout.py imports this module
+    from megatron_dsm.rl.rollout import RolloutBatch
 
 
 @dataclasses.dataclass
@@ -156,17 +163,35 @@ def rope_positions(model, positions: torch.Tensor):
         del rope.forward
 
 
-def packed_logprobs(model, packed: PackedBatch, *, temperature: float = 1.0,
-                    vocab_size: int | None = None) -> torch.Tensor:
+def packed_logprobs(model, packed: PackedBatch, **kw) -> torch.Tensor:
     """log pi(o_t | q, o_<t) of every response token, [N, T] (0 on padding):
-    ``rollout.response_logprobs`` for the packed layout (differentiable,
-    through megatron-core's ``vocab_parallel_cross_entropy``)."""
+    ``rollout.response_logprobs`` for the packed layout, through
+    ``GPTModel.forward`` (differentiable; ``kw``: temperature, vocab_size)."""
     dev = platform.device()
     tokens = packed.tokens.to(dev)
-    u, length = tokens.shape
     pos = packed.positions.to(dev)
     with rope_positions(model, pos):
-        logits = model(tokens, pos[None].expand(u, -1), packed.attn_mask.to(dev))   # [U, L, v/tp]
+        logits = model(tokens, pos[None].expand(tokens.size(0), -1), packed.attn_mask.to(dev))
+    return _response_logprobs(logits, packed, **kw)
+
+
+@torch.inference_mode()
+def packed_direct_logprobs(decoder, packed: PackedBatch, **kw) -> torch.Tensor:
+    """``packed_logprobs`` through a forward-only ``direct_decode.DirectDecoder``
+    (the frozen reference's path; an inference tensor: ``ReferenceModel``
+    copies it out with its ``cat``)."""
+    dev = platform.device()
+    logits = decoder.packed_logits(packed.tokens.to(dev), packed.positions.to(dev),
+                                   ~packed.attn_mask.to(dev))
+    return _response_logprobs(logits, packed, **kw)
+
+
+def _response_logprobs(logits: torch.Tensor, packed: PackedBatch, *, temperature: float = 1.0,
+                       vocab_size: int | None = None) -> torch.Tensor:
+    """Each response token's log-prob from packed logits [U, L, v/tp], through
+    megatron-core's ``vocab_parallel_cross_entropy``; 0 on padding."""
+    dev = logits.device
+    u, length = logits.shape[:2]
     n, t = packed.where.shape
     picked = logits.reshape(u * length, -1).index_select(0, packed.where.to(dev).flatten())
     lp = logprobs_of_targets(picked.view(n, t, -1), packed.targets.to(dev),

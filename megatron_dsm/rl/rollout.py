@@ -25,6 +25,7 @@ import torch
 from megatron_dsm import platform
 from megatron_dsm.models.direct_decode import DirectDecoder, direct_by_default
 from megatron_dsm.models.generation import token_logprobs
+from megatron_dsm.rl import packing
 from megatron_dsm.training.checkpointing import unwrap
 
 
@@ -109,15 +110,8 @@ def response_logprobs_chunked(model, batch: RolloutBatch, chunk: int, *,
 
 def shared_prompt_logprobs(decoder, batch: RolloutBatch, **kw) -> torch.Tensor:
     """``response_logprobs`` for a forward-only ``direct_decode.DirectDecoder``,
-    running each distinct prompt once (``DirectDecoder.response_logprobs``)."""
-    t = batch.mask.size(1)
-    lens = torch.tensor(batch.prompt_lens)
-    cols = (lens[:, None] + torch.arange(t)[None]).clamp(max=batch.tokens.size(1) - 1)
-    responses = batch.tokens.gather(1, cols)                            # [N, T], garbage past the end
-    prompts = [row[:n] for row, n in zip(batch.tokens.tolist(), batch.prompt_lens)]
-    dev = platform.device()
-    lp = decoder.response_logprobs(prompts, responses.to(dev), **kw)
-    return lp * batch.mask.to(dev)
+    each distinct prompt run once (``packing.pack_shared_prompts``)."""
+    return packing.packed_direct_logprobs(decoder, packing.pack_shared_prompts(batch), **kw)
 
 
 class ReferenceModel:
