@@ -41,7 +41,7 @@ query-key layer scaling, attention bias and packed sequences.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from megatron.core.transformer.dot_product_attention import DotProductAttention
@@ -52,10 +52,13 @@ class LeanDotProductAttention(DotProductAttention):
     """``DotProductAttention`` with the causal mask folded into the score
     product; same constructor, parameters and checkpoint layout."""
 
+    # (mask, signature, bias) of the last explicit mask seen by any layer: a
+    # forward hands the same mask object to every layer
+    _last_mask_bias: ClassVar[Optional[tuple]] = None
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._bias: dict = {}
-        self._mask_cache: Optional[tuple] = None
 
     def _lean_ok(self, query: torch.Tensor, key: torch.Tensor, masked: bool) -> bool:
         sq, sk = query.size(0), key.size(0)
@@ -75,13 +78,13 @@ class LeanDotProductAttention(DotProductAttention):
         additive bias [b*ng, hpg*sq, sk] (0 / -inf), or None where megatron-
         core's path must run: another layout, or a query that sees no key
         (megatron-core's -10000 fill gives that row uniform weights and no
-        score gradient; -inf would give NaN).  Cached for the last mask
-        object: a forward hands the same mask to every layer."""
+        score gradient; -inf would give NaN).  Built once per mask object
+        for all layers (``_last_mask_bias``)."""
         # an in-place change of the mask misses the cache (an inference
         # tensor keeps no version counter; generation builds a new mask per step)
         version = -1 if mask.is_inference() else mask._version
-        sig = (version, b, ng, hpg, like.dtype)
-        hit = self._mask_cache
+        sig = (version, b, ng, hpg, like.dtype, like.device)
+        hit = LeanDotProductAttention._last_mask_bias
         if hit is not None and hit[0] is mask and hit[1] == sig:
             return hit[2]
         bias = None
@@ -91,7 +94,7 @@ class LeanDotProductAttention(DotProductAttention):
             bias = torch.zeros(mask.shape, dtype=like.dtype, device=like.device)
             bias.masked_fill_(mask.to(like.device), float("-inf"))
             bias = bias.expand(b, ng * hpg, sq, sk).reshape(b * ng, hpg * sq, sk)
-        self._mask_cache = (mask, sig, bias)
+        LeanDotProductAttention._last_mask_bias = (mask, sig, bias)
         return bias
 
     def _causal_bias(self, sq: int, sk: int, repeat: int, like: torch.Tensor) -> torch.Tensor:
