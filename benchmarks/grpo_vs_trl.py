@@ -32,7 +32,9 @@ the harness's exit, not a Python start-up and model build.
 The project side samples with the rollout engine its RL loop picks by
 default (``--rollout-engine auto``: ``models.direct_decode``, a module-free
 forward over the policy's own weights) and trains through megatron-core's
-GPTModel; TRL samples with Hugging Face ``generate``.
+GPTModel with the G completions of a question packed behind one copy of
+the prompt (``rl/packing.py``; the reference uses the same layout); TRL
+samples with Hugging Face ``generate`` and trains on one row per completion.
 """
 
 from __future__ import annotations
