@@ -247,10 +247,18 @@ class RLLoop:
         return out.loss, {"policy loss": out.pg_loss.clone(), "kl": out.kl.clone(),
                           "clip fraction": out.clip_fraction.clone(), "entropy": entropy}
 
-    def _policy_logprobs(self, model, batch: RolloutBatch, packed=None, **kw) -> torch.Tensor:
+    def _pack(self, rows: RolloutBatch):
+        """The packed layout of a micro-batch where the model takes it and it
+        is cheaper (``packing.cheaper_than_rows``); None: the row layout."""
         if not self.packing:
+            return None
+        packed = packing.pack_shared_prompts(rows)
+        return packed if packing.cheaper_than_rows(packed, rows, unwrap(self.trainer.model).config) else None
+
+    def _policy_logprobs(self, model, batch: RolloutBatch, packed, **kw) -> torch.Tensor:
+        if packed is None:
             return response_logprobs(model, batch, **kw)
-        return packing.packed_logprobs(model, packed or packing.pack_shared_prompts(batch), **kw)
+        return packing.packed_logprobs(model, packed, **kw)
 
     def _forward_step(self, data_iterator, model):
         mb = next(data_iterator)
@@ -265,7 +273,7 @@ class RLLoop:
             sl = slice(i, i + mbs)
             rows = ro.batch.rows(i, i + mbs)
             out.append({"batch": rows, "mask": ro.loss_mask[sl],
-                        "packed": packing.pack_shared_prompts(rows) if self.packing else None,
+                        "packed": self._pack(rows),
                         "adv": ro.advantages[sl],
                         "old": None if old is None else old[sl],
                         "ref": None if ref is None else ref[sl]})
@@ -282,8 +290,9 @@ class RLLoop:
         ref = self.reference.logprobs(ro.batch, mbs, **kw) if self.reference is not None else None
         old = None
         if cfg.inner_updates > 1 or cfg.algorithm == "ppo":
-            old = response_logprobs_chunked(unwrap(tr.model), ro.batch, mbs,
-                                            logprobs=self._policy_logprobs, **kw)
+            old = response_logprobs_chunked(
+                unwrap(tr.model), ro.batch, mbs,
+                logprobs=lambda m, rows, **k: self._policy_logprobs(m, rows, self._pack(rows), **k), **kw)
         extra = {}
         if cfg.algorithm == "ppo":
             ro.advantages, extra = self.critic.advantages(ro, old, ref, cfg)

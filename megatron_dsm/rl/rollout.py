@@ -108,12 +108,6 @@ def response_logprobs_chunked(model, batch: RolloutBatch, chunk: int, *,
     return torch.cat(parts, 0)
 
 
-def shared_prompt_logprobs(decoder, batch: RolloutBatch, **kw) -> torch.Tensor:
-    """``response_logprobs`` for a forward-only ``direct_decode.DirectDecoder``,
-    each distinct prompt run once (``packing.pack_shared_prompts``)."""
-    return packing.packed_direct_logprobs(decoder, packing.pack_shared_prompts(batch), **kw)
-
-
 class ReferenceModel:
     """Frozen in-process copy of the policy (pi_ref)."""
 
@@ -152,8 +146,14 @@ class ReferenceModel:
             if self.direct is None:
                 return response_logprobs_chunked(self.model, batch, chunk, **kw)
             self.direct.bind()
-            parts = [shared_prompt_logprobs(self.direct, batch.rows(i, i + chunk), **kw)
-                     for i in range(0, batch.tokens.size(0), chunk)]
+            parts = []
+            for i in range(0, batch.tokens.size(0), chunk):
+                rows = batch.rows(i, i + chunk)
+                packed = packing.pack_shared_prompts(rows)
+                if packing.cheaper_than_rows(packed, rows, self.model.config):
+                    parts.append(packing.packed_direct_logprobs(self.direct, packed, **kw))
+                else:
+                    parts.append(response_logprobs_chunked(self.model, rows, chunk, **kw))
             return torch.cat(parts, 0)
         finally:
             if self.offload:

@@ -70,13 +70,13 @@ def main():
         d_lp = G.logprobs_of_targets(DirectDecoder(model).vocab_parallel_logits(toks, real)[:, :-1],
                                      toks[:, 1:], temperature=0.7, vocab_size=VOCAB)
     # the frozen reference's path: each distinct prompt once, G=3 rows per prompt
-    from megatron_dsm.rl.rollout import build_batch, response_logprobs, shared_prompt_logprobs
-
-    from megatron_dsm.rl.packing import pack_shared_prompts, packed_logprobs
+    from megatron_dsm.rl.packing import pack_shared_prompts, packed_direct_logprobs, packed_logprobs
+    from megatron_dsm.rl.rollout import build_batch, response_logprobs
 
     rb = build_batch(d_sampled.prompts, d_sampled.completions, 0)
     with torch.no_grad():
-        ref_direct = shared_prompt_logprobs(DirectDecoder(model), rb, temperature=0.7, vocab_size=VOCAB)
+        ref_direct = packed_direct_logprobs(DirectDecoder(model), pack_shared_prompts(rb),
+                                            temperature=0.7, vocab_size=VOCAB)
         ref_megatron = response_logprobs(model, rb, temperature=0.7, vocab_size=VOCAB)
         # the policy's training layout (rl/packing.py): each prompt once in GPTModel.forward
         packed = packed_logprobs(model, pack_shared_prompts(rb), temperature=0.7, vocab_size=VOCAB)

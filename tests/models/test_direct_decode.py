@@ -137,6 +137,15 @@ def test_reference_logprobs_through_direct_path(models):
     want = response_logprobs_chunked(policy, batch, 5, temperature=1.0, vocab_size=VOCAB)
     assert (got - want).abs().max().item() < 1e-5
     assert torch.equal(got == 0, batch.mask == 0)
+    # long responses behind a 1-token prompt: packing would cost more than
+    # rows (packing.cheaper_than_rows), so GPTModel's row layout runs
+    from megatron_dsm.rl import packing
+
+    batch = build_batch([[42]] * 4, [[9 + i] * 40 for i in range(4)], 0)
+    assert not packing.cheaper_than_rows(packing.pack_shared_prompts(batch), batch, policy.config)
+    got = ref.logprobs(batch, 4, temperature=1.0, vocab_size=VOCAB)
+    want = response_logprobs_chunked(policy, batch, 4, temperature=1.0, vocab_size=VOCAB)
+    assert (got - want).abs().max().item() < 1e-5
 
 
 def test_scope_checks_and_engine_choice(models):

@@ -106,3 +106,23 @@ def test_scope_check(model):
         assert "core attention Identity" in packing.unsupported_reason(model)
     finally:
         layer.core_attention = core
+
+
+def test_cost_rule_keeps_rows_when_the_attention_square_outgrows_the_saving():
+    """h=64, ffn=128: a token costs 4*64^2 + 3*64*128 = 40,960 multiply-adds
+    per layer, a query-key pair 128.  8 responses of 16 behind an 11-token
+    prompt: packed 1 x 131 -> 131 * (40,960 + 131 * 128) = 7,562,368 against
+    rows 8 x 27 -> 216 * (40,960 + 27 * 128) = 9,593,856: pack.  4 responses
+    of 400 behind a 2-token prompt: packed 1 x 1,598 -> 392,315,392 against
+    rows 4 x 402 -> 148,604,928: rows."""
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(hidden_size=64, ffn_hidden_size=128)
+    short = build_batch([[5] * 11] * 8, [[7] * 16] * 8, pad_id=0)
+    p = packing.pack_shared_prompts(short)
+    assert p.tokens.shape == (1, 131) and short.tokens.shape == (8, 27)
+    assert packing.cheaper_than_rows(p, short, cfg)
+    long = build_batch([[5, 6]] * 4, [[7] * 400] * 4, pad_id=0)
+    p = packing.pack_shared_prompts(long)
+    assert p.tokens.shape == (1, 1598) and long.tokens.shape == (4, 402)
+    assert not packing.cheaper_than_rows(p, long, cfg)
