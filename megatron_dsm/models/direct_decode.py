@@ -52,16 +52,14 @@ def _tp():
 
 def unsupported_reason(model) -> Optional[str]:
     """None when ``DirectDecoder`` reproduces this model's forward, else why not."""
-    from megatron.core import parallel_state as ps
-
+    from megatron_dsm.models.gpt import whole_model_reason
     from megatron_dsm.training.checkpointing import unwrap
 
+    why = whole_model_reason(model)
+    if why:
+        return why
     m = unwrap(model)
-    c = getattr(m, "config", None)
-    if c is None or not hasattr(m, "decoder"):
-        return f"not a megatron-core GPTModel ({type(m).__name__})"
-    if ps.model_parallel_is_initialized() and ps.get_pipeline_model_parallel_world_size() > 1:
-        return "pipeline parallel size > 1"
+    c = m.config
     checks = [
         (c.normalization != "RMSNorm", f"normalization={c.normalization}"),
         (not c.gated_linear_unit or c.activation_func is not F.silu, "MLP is not SwiGLU"),
@@ -74,17 +72,9 @@ def unsupported_reason(model) -> Optional[str]:
          != c.kv_channels, "RoPE on part of each head (rotary_percent < 1)"),
         (getattr(c, "softmax_scale", None) is not None, "custom softmax scale"),
         (getattr(c, "layernorm_zero_centered_gamma", False), "zero-centred norm gamma"),
-        (c.sequence_parallel, "sequence parallelism"),
-        (getattr(c, "context_parallel_size", 1) > 1, "context parallelism"),
         (getattr(c, "fp8", None), "fp8"),
-        (getattr(m, "position_embedding_type", "rope") != "rope", "position embedding is not RoPE"),
-        (getattr(m, "mtp_process", False), "multi-token prediction"),
-        (not (m.pre_process and m.post_process), "model is one pipeline stage of several"),
     ]
-    for bad, why in checks:
-        if bad:
-            return why
-    return None
+    return next((why for bad, why in checks if bad), None)
 
 
 @dataclasses.dataclass

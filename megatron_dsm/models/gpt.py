@@ -124,6 +124,32 @@ def build_model(cfg: ModelConfig, tconfig, *, pre_process: bool | None = None,
 # ---------------------------------------------------------------------------
 
 
+def whole_model_reason(model) -> str | None:
+    """None for a whole (one pipeline stage), RoPE megatron-core GPTModel
+    without sequence/context parallelism or multi-token prediction, else the
+    first setting outside that.  The common scope of the code paths that run
+    a model's forward in one piece with their own inputs
+    (``direct_decode.unsupported_reason``, ``rl.packing.unsupported_reason``)."""
+    from megatron.core import parallel_state as ps
+
+    from megatron_dsm.training.checkpointing import unwrap
+
+    m = unwrap(model)
+    c = getattr(m, "config", None)
+    if c is None or not hasattr(m, "decoder"):
+        return f"not a megatron-core GPTModel ({type(m).__name__})"
+    checks = [
+        (ps.model_parallel_is_initialized() and ps.get_pipeline_model_parallel_world_size() > 1,
+         "pipeline parallel size > 1"),
+        (c.sequence_parallel, "sequence parallelism"),
+        (getattr(c, "context_parallel_size", 1) > 1, "context parallelism"),
+        (getattr(m, "position_embedding_type", "rope") != "rope", "position embedding is not RoPE"),
+        (getattr(m, "mtp_process", False), "multi-token prediction"),
+        (not (m.pre_process and m.post_process), "model is one pipeline stage of several"),
+    ]
+    return next((why for bad, why in checks if bad), None)
+
+
 def _param_seed(seed: int, key: str, index: tuple[int, ...]) -> int:
     h = hashlib.sha256(f"{seed}|{key}|{index}".encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)

@@ -70,22 +70,14 @@ class PackedBatch:
 
 def unsupported_reason(model) -> Optional[str]:
     """None when ``packed_logprobs`` reproduces the row layout for this model."""
-    from megatron.core import parallel_state as ps
     from megatron.core.transformer.dot_product_attention import DotProductAttention
 
-    m = unwrap(model)
-    c = getattr(m, "config", None)
-    if c is None or not hasattr(m, "decoder"):
-        return f"not a megatron-core GPTModel ({type(m).__name__})"
-    if ps.model_parallel_is_initialized() and ps.get_pipeline_model_parallel_world_size() > 1:
-        return "pipeline parallel size > 1 (stages exchange fixed [seq, micro-batch] shapes)"
-    if getattr(m, "position_embedding_type", None) != "rope":
-        return f"position embedding {getattr(m, 'position_embedding_type', None)!r} (needs RoPE)"
-    if c.sequence_parallel or getattr(c, "context_parallel_size", 1) > 1:
-        return "sequence or context parallelism"
-    if getattr(m, "mtp_process", False):
-        return "multi-token prediction"
-    for layer in m.decoder.layers:
+    from megatron_dsm.models.gpt import whole_model_reason
+
+    why = whole_model_reason(model)
+    if why:
+        return why
+    for layer in unwrap(model).decoder.layers:
         core = getattr(getattr(layer, "self_attention", None), "core_attention", None)
         if not isinstance(core, DotProductAttention):
             return (f"core attention {type(core).__name__} (packing needs an arbitrary mask: "
