@@ -45,8 +45,8 @@ from megatron_dsm.models.generation import SamplingParams
 from megatron_dsm.rl import algorithms as alg
 from megatron_dsm.rl import packing
 from megatron_dsm.rl.rl_config import RLConfig
-from megatron_dsm.rl.rollout import (ReferenceModel, RolloutBatch, build_batch,
-                                     response_logprobs, response_logprobs_chunked)
+from megatron_dsm.rl.rollout import (ReferenceModel, RolloutBatch, build_batch, layout_logprobs,
+                                     response_logprobs_chunked)
 from megatron_dsm.training.checkpointing import unwrap
 
 
@@ -247,33 +247,29 @@ class RLLoop:
         return out.loss, {"policy loss": out.pg_loss.clone(), "kl": out.kl.clone(),
                           "clip fraction": out.clip_fraction.clone(), "entropy": entropy}
 
-    def _pack(self, rows: RolloutBatch):
-        """The packed layout of a micro-batch where the model takes it and it
-        is cheaper (``packing.cheaper_than_rows``); None: the row layout."""
+    def _packs(self, batch: RolloutBatch, mbs: int) -> list | None:
+        """Each micro-batch's packed layout (``packing.pack_if_cheaper``: None
+        for one that keeps rows), worked out once per step for the reference,
+        old-policy and training passes; None when packing is off."""
         if not self.packing:
             return None
-        packed = packing.pack_shared_prompts(rows)
-        return packed if packing.cheaper_than_rows(packed, rows, unwrap(self.trainer.model).config) else None
-
-    def _policy_logprobs(self, model, batch: RolloutBatch, packed, **kw) -> torch.Tensor:
-        if packed is None:
-            return response_logprobs(model, batch, **kw)
-        return packing.packed_logprobs(model, packed, **kw)
+        config = unwrap(self.trainer.model).config
+        return [packing.pack_if_cheaper(batch.rows(i, i + mbs), config)
+                for i in range(0, batch.tokens.size(0), mbs)]
 
     def _forward_step(self, data_iterator, model):
         mb = next(data_iterator)
-        logp = self._policy_logprobs(model, mb["batch"], mb["packed"],
-                                     temperature=self.cfg.temperature, vocab_size=self.vocab_size)
+        logp = layout_logprobs(model, mb["batch"], mb["packed"],
+                               temperature=self.cfg.temperature, vocab_size=self.vocab_size)
         return logp, functools.partial(self._loss_func, mb)
 
-    def _microbatches(self, ro: Rollout, old, ref) -> list[dict]:
+    def _microbatches(self, ro: Rollout, old, ref, packs) -> list[dict]:
         mbs = self.trainer.train_cfg.micro_batch_size
         out = []
-        for i in range(0, ro.batch.tokens.size(0), mbs):
+        for k, i in enumerate(range(0, ro.batch.tokens.size(0), mbs)):
             sl = slice(i, i + mbs)
-            rows = ro.batch.rows(i, i + mbs)
-            out.append({"batch": rows, "mask": ro.loss_mask[sl],
-                        "packed": self._pack(rows),
+            out.append({"batch": ro.batch.rows(i, i + mbs), "mask": ro.loss_mask[sl],
+                        "packed": None if packs is None else packs[k],
                         "adv": ro.advantages[sl],
                         "old": None if old is None else old[sl],
                         "ref": None if ref is None else ref[sl]})
@@ -287,19 +283,20 @@ class RLLoop:
         t_roll = time.perf_counter() - t0
         mbs = tr.train_cfg.micro_batch_size
         kw = dict(temperature=cfg.temperature, vocab_size=self.vocab_size)
-        ref = self.reference.logprobs(ro.batch, mbs, **kw) if self.reference is not None else None
+        packs = self._packs(ro.batch, mbs)
+        ref = None
+        if self.reference is not None:
+            ref = self.reference.logprobs(ro.batch, mbs, packed=packs, **kw)
         old = None
         if cfg.inner_updates > 1 or cfg.algorithm == "ppo":
-            old = response_logprobs_chunked(
-                unwrap(tr.model), ro.batch, mbs,
-                logprobs=lambda m, rows, **k: self._policy_logprobs(m, rows, self._pack(rows), **k), **kw)
+            old = response_logprobs_chunked(unwrap(tr.model), ro.batch, mbs, packed=packs, **kw)
         extra = {}
         if cfg.algorithm == "ppo":
             ro.advantages, extra = self.critic.advantages(ro, old, ref, cfg)
         n_rows, seq = ro.batch.tokens.shape
         results = []
         for _ in range(cfg.inner_updates):
-            res = tr.train_step(self._forward_step, self._microbatches(ro, old, ref),
+            res = tr.train_step(self._forward_step, self._microbatches(ro, old, ref, packs),
                                 seq_length=seq, micro_batch_size=mbs,
                                 num_microbatches=n_rows // mbs)
             results.append(res)

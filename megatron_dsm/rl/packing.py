@@ -125,6 +125,13 @@ def pack_shared_prompts(batch: RolloutBatch) -> PackedBatch:
                        torch.tensor(targets), batch.mask.clone())
 
 
+def pack_if_cheaper(batch: RolloutBatch, config) -> Optional[PackedBatch]:
+    """``batch``'s packed layout where it costs less than its rows
+    (``cheaper_than_rows``), else None (keep the row layout)."""
+    packed = pack_shared_prompts(batch)
+    return packed if cheaper_than_rows(packed, batch, config) else None
+
+
 def cheaper_than_rows(packed: PackedBatch, batch: RolloutBatch, config) -> bool:
     """Whether the packed layout of ``batch`` takes fewer multiply-adds than
     its row layout for a model of this shape (``config``: a TransformerConfig).

@@ -87,10 +87,20 @@ def response_logprobs(model, batch: RolloutBatch, *, temperature: float = 1.0,
     return out * batch.mask.to(dev)
 
 
+def layout_logprobs(model, batch: RolloutBatch, packed: packing.PackedBatch | None,
+                    **kw) -> torch.Tensor:
+    """``response_logprobs`` in the packed layout when ``packed`` is given
+    (``packing.packed_logprobs``), in the row layout otherwise."""
+    if packed is None:
+        return response_logprobs(model, batch, **kw)
+    return packing.packed_logprobs(model, packed, **kw)
+
+
 def response_logprobs_chunked(model, batch: RolloutBatch, chunk: int, *,
-                              logprobs=response_logprobs, **kw) -> torch.Tensor:
+                              packed: Sequence | None = None, **kw) -> torch.Tensor:
     """Forward-only log-probs in chunks of ``chunk`` rows (old / reference
-    policy) through ``logprobs(model, rows, **kw)`` (default: the row layout).
+    policy); ``packed``: one ``packing.PackedBatch`` or None per chunk
+    (``layout_logprobs``), default the row layout throughout.
 
     The forwards run under ``torch.inference_mode`` (no autograd bookkeeping
     at all); the result is copied out of it by the final ``cat``, so it is an
@@ -100,8 +110,9 @@ def response_logprobs_chunked(model, batch: RolloutBatch, chunk: int, *,
         model.eval()
     try:
         with torch.inference_mode():
-            parts = [logprobs(model, batch.rows(i, i + chunk), **kw)
-                     for i in range(0, batch.tokens.size(0), chunk)]
+            parts = [layout_logprobs(model, batch.rows(i, i + chunk),
+                                     None if packed is None else packed[k], **kw)
+                     for k, i in enumerate(range(0, batch.tokens.size(0), chunk))]
     finally:
         if was:
             model.train(was)
@@ -139,7 +150,12 @@ class ReferenceModel:
         self.resets += 1
 
     @torch.no_grad()
-    def logprobs(self, batch: RolloutBatch, chunk: int, **kw) -> torch.Tensor:
+    def logprobs(self, batch: RolloutBatch, chunk: int, *, packed: Sequence | None = None,
+                 **kw) -> torch.Tensor:
+        """pi_ref's response log-probs in chunks of ``chunk`` rows.  Through the
+        direct forward, each chunk in the layout ``packed`` gives for it (one
+        ``packing.PackedBatch`` or None per chunk, as ``packing.pack_if_cheaper``
+        returns them; worked out here when not given); rows go through GPTModel."""
         if self.offload:
             self.model.to(platform.device())
         try:
@@ -147,13 +163,11 @@ class ReferenceModel:
                 return response_logprobs_chunked(self.model, batch, chunk, **kw)
             self.direct.bind()
             parts = []
-            for i in range(0, batch.tokens.size(0), chunk):
+            for k, i in enumerate(range(0, batch.tokens.size(0), chunk)):
                 rows = batch.rows(i, i + chunk)
-                packed = packing.pack_shared_prompts(rows)
-                if packing.cheaper_than_rows(packed, rows, self.model.config):
-                    parts.append(packing.packed_direct_logprobs(self.direct, packed, **kw))
-                else:
-                    parts.append(response_logprobs_chunked(self.model, rows, chunk, **kw))
+                p = packing.pack_if_cheaper(rows, self.model.config) if packed is None else packed[k]
+                parts.append(response_logprobs_chunked(self.model, rows, chunk, **kw) if p is None
+                             else packing.packed_direct_logprobs(self.direct, p, **kw))
             return torch.cat(parts, 0)
         finally:
             if self.offload:
