@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """GPU smoke test: the transformer-engine layer spec in bf16 on one GPU for a
-~1B Llama config; prints tokens/s and MFU (model FLOPs utilisation, using
-6 * matmul params * tokens + attention FLOPs against the GPU's dense bf16 peak).
+~1B Llama config; prints tokens/s and MFU (model FLOPs utilisation:
+ModelConfig.train_flops_per_token against the GPU's dense bf16 peak).
 
-Run through benchmarks/gpu_smoke.sh on a GPU host.  It refuses to run
-without CUDA (a CPU figure would say nothing about the TE path).
+Run through benchmarks/gpu_smoke.sh on a GPU host.  Without CUDA it refuses
+(a CPU figure says nothing about the TE path) unless given --cpu-check, which
+runs the same code path on the CPU in fp32 with a small config so that CI
+proves the script itself works before a GPU hour is spent on it.
 """
 import argparse
 import os
@@ -15,64 +17,92 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "B200": 2250.0}
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors'
+# data sheets; the longest name contained in the device name wins, so an
+# "H100 PCIe" does not take the SXM figure.
+PEAK_BF16_TFLOPS = {
+    "A100": 312.0, "A10G": 70.0, "L4": 121.0, "L40S": 362.0,
+    "H100": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.0, "GH200": 989.0,
+    "H800": 989.0, "H20": 148.0, "B200": 2250.0, "GB200": 2500.0,
+}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="llama-1b")
+def peak_tflops(device_name: str) -> float | None:
+    hits = [k for k in PEAK_BF16_TFLOPS if k.lower() in device_name.lower()]
+    return PEAK_BF16_TFLOPS[max(hits, key=len)] if hits else None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="llama-1b", help="model preset (default: llama-1b)")
+    ap.add_argument("--vocab-size", type=int, default=None, help="override the preset's vocab size")
     ap.add_argument("--micro-batch-size", type=int, default=8)
     ap.add_argument("--seq-length", type=int, default=2048)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
-    args = ap.parse_args()
+    ap.add_argument("--steps", type=int, default=20, help="timed steps (the median is reported)")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the device's dense bf16 peak, for a GPU not in the table")
+    ap.add_argument("--allow-local-spec", action="store_true",
+                    help="on a GPU without transformer-engine, measure the local spec instead of failing")
+    ap.add_argument("--cpu-check", action="store_true",
+                    help="no GPU: run this script's code path on the CPU in fp32 (checks the script, not the GPU)")
+    args = ap.parse_args(argv)
 
     from megatron_dsm import platform
 
-    if not platform.cuda_available():
-        print("gpu_smoke: no CUDA device; run this on a GPU host", file=sys.stderr)
+    cuda = platform.cuda_available()
+    if not cuda and not args.cpu_check:
+        print("gpu_smoke: no CUDA device; run this on a GPU host (or --cpu-check to test the script)",
+              file=sys.stderr)
+        return 2
+    from megatron_dsm.models.gpt import transformer_engine_available
+
+    te = transformer_engine_available()
+    if cuda and not te and not args.allow_local_spec:
+        print("gpu_smoke: transformer_engine does not import on this GPU host, so the TE spec cannot be "
+              "measured; install the gpu extras (or --allow-local-spec)", file=sys.stderr)
         return 2
     import torch
 
     from megatron_dsm.models.config import preset
-    from megatron_dsm.models.gpt import transformer_engine_available
     from megatron_dsm.training.arguments import TrainConfig
     from megatron_dsm.training.loop import Trainer, gpt_forward_step
 
-    cfg = preset(args.model, seq_length=args.seq_length)
+    over = {"seq_length": args.seq_length}
+    if args.vocab_size:
+        over["vocab_size"] = args.vocab_size
+    cfg = preset(args.model, **over)
     t = TrainConfig(model=args.model, micro_batch_size=args.micro_batch_size,
                     global_batch_size=args.micro_batch_size, train_iters=args.steps + args.warmup,
-                    bf16=True, layout_independent_init=False, lr=1e-4)
-    te = transformer_engine_available()
+                    bf16=cuda, layout_independent_init=False, lr=1e-4)
     trainer = Trainer(t, cfg)
     g = torch.Generator().manual_seed(0)
     S, B = args.seq_length, args.micro_batch_size
     tok = torch.randint(0, cfg.vocab_size, (B, S + 1), generator=g)
     batch = {"tokens": tok[:, :-1], "labels": tok[:, 1:], "loss_mask": torch.ones(B, S),
              "position_ids": torch.arange(S).expand(B, S)}
-    times = []
+    times, losses = [], []
+    platform.reset_peak_memory()
     for i in range(args.warmup + args.steps):
         platform.synchronize()
         t0 = time.perf_counter()
         r = trainer.train_step(gpt_forward_step, [batch])
         platform.synchronize()
+        losses.append(r.metrics["lm loss"])
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
     step = statistics.median(times)
     tokens_s = B * S / step
-    n = cfg.num_parameters()
-    # PaLM's model FLOPs: 6 per parameter per token (the input embedding is a
-    # lookup, not a matmul, so it is left out) plus attention scores and
-    # values, 12*L*h*S per token (full, not halved for the causal mask).
-    matmul_params = n - cfg.padded_vocab_size() * cfg.hidden_size
-    flops_per_token = 6 * matmul_params + 12 * cfg.num_layers * cfg.hidden_size * S
+    flops_per_token = cfg.train_flops_per_token(S)
     name = platform.device_name()
-    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-    mfu = tokens_s * flops_per_token / (peak * 1e12) if peak else float("nan")
-    print(f"device: {name}; transformer-engine spec: {te}; bf16; {args.model} {n / 1e9:.2f}B params; "
-          f"micro batch {B} x {S}; loss {r.metrics.get('lm loss', float('nan')):.3f}; "
-          f"peak memory {platform.max_memory_allocated() / 2**30:.1f} GiB")
-    print(f"step {step * 1000:.1f} ms | tokens/s {tokens_s:,.0f} | model TFLOP/s {tokens_s * flops_per_token / 1e12:.0f} | MFU {mfu:.1%}")
+    peak = args.peak_tflops or peak_tflops(name)
+    tflops = tokens_s * flops_per_token / 1e12
+    mfu = f"{tflops / peak:.1%}" if peak else "n/a (device not in the peak table; give --peak-tflops)"
+    print(f"device: {name}; transformer-engine spec: {te}; {'bf16' if cuda else 'fp32 (cpu check)'}; "
+          f"{args.model} {cfg.num_parameters() / 1e9:.2f}B params; micro batch {B} x {S}; "
+          f"lm loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+          + (f"; peak memory {platform.max_memory_allocated() / 2**30:.1f} GiB" if cuda else ""))
+    print(f"step {step * 1000:.1f} ms | tokens/s {tokens_s:,.0f} | model TFLOP/s {tflops:.3g} | MFU {mfu}")
     platform.destroy_distributed()
     return 0
 

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
-exec "$PY" -m torch.distributed.run --nproc-per-node 1 benchmarks/gpu_smoke.py "$@"
+# One GPU, one process: no torchrun (platform.py sets up a world of one
+# itself), so a refusal is one line and its exit status, not a launcher trace.
+exec "$PY" benchmarks/gpu_smoke.py "$@"

@@ -77,6 +77,17 @@ class ModelConfig:
         emb = v * h * (2 if self.untie_embeddings_and_output_weights else 1)
         return L * (attn + mlp + norms) + emb + h
 
+    def train_flops_per_token(self, seq_length: int | None = None) -> int:
+        """Model FLOPs of one training token (forward + backward), PaLM's
+        count as MFU uses it: 6 per matmul parameter (the input embedding is
+        a lookup, so it is left out; norms are not matmuls) plus the
+        attention scores and values, 6 * 2 * L * h * S (the full square, not
+        halved for the causal mask, as in PaLM and Megatron-LM)."""
+        S = seq_length or self.seq_length
+        h, L = self.hidden_size, self.num_layers
+        matmul = self.num_parameters() - self.padded_vocab_size() * h - L * 2 * h - h
+        return 6 * matmul + 12 * L * h * S
+
 
 def pad_vocab_size(vocab: int, divisible_by: int, tp: int) -> int:
     """Megatron-LM's rule: round up to a multiple of divisible_by * TP."""

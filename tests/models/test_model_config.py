@@ -28,3 +28,14 @@ def test_parallel_checks():
         c.check_parallel(1, 3)
     with pytest.raises(ConfigError, match="unknown model preset"):
         preset("gpt-5")
+
+
+def test_train_flops_per_token_by_hand():
+    c = preset("deepseek-coder-7b")
+    # matmul parameters: 30 layers x (QKV+O 4*4096^2 = 67,108,864 plus SwiGLU
+    # 3*4096*11008 = 135,266,304) = 6,071,255,040, plus the output layer
+    # 102400*4096 = 419,430,400: 6,490,685,440 (no input embedding, no norms).
+    # 6 x that = 38,944,112,640; attention 12*30*4096*4096 = 6,039,797,760.
+    assert c.train_flops_per_token() == 44_983_910_400
+    # the attention term is linear in the sequence length
+    assert c.train_flops_per_token(2048) == 38_944_112_640 + 6_039_797_760 // 2
