@@ -53,6 +53,21 @@ def gpt_forward_step(data_iterator, model):
     return output, functools.partial(lm_loss_func, loss_mask)
 
 
+def check_precision_and_spec(train: TrainConfig) -> None:
+    """``--bf16`` and ``--use-te`` asked for on a host that cannot run them:
+    one line now instead of a megatron-core traceback after set-up."""
+    if train.bf16 and not platform.cuda_available():
+        # Float16OptimizerWithFloat16Params accepts only torch.cuda.*Tensor
+        raise ConfigError("--bf16 needs a CUDA GPU: megatron-core's mixed-precision optimizer "
+                          "takes only CUDA tensors; on CPU training runs in fp32 (drop --bf16)")
+    if train.use_te:
+        from megatron_dsm.models.gpt import transformer_engine_available
+
+        if not transformer_engine_available():
+            raise ConfigError("--use-te: transformer_engine does not import here (it needs CUDA and "
+                              "the gpu extras); drop --use-te for the local spec")
+
+
 @dataclasses.dataclass
 class StepResult:
     metrics: dict
@@ -76,6 +91,7 @@ class Trainer:
         self.num_microbatches = train.num_microbatches(self.dp)
         if train.load:
             checkpointing.find_checkpoint(train.load)
+        check_precision_and_spec(train)
 
         self.dist = platform.initialize_distributed(tp, pp, seed=train.seed)
         self.ps = ps

@@ -67,3 +67,12 @@ def test_load_without_checkpoint(corpus, tmp_path):
                                             "--load": str(tmp_path / "empty_ckpt")}),
                      check=False, timeout=60)
     assert "no checkpoint" in _err(p)
+
+
+@pytest.mark.parametrize("flag, words", [("--bf16", "--bf16 needs a CUDA GPU"),
+                                         ("--use-te", "--use-te: transformer_engine does not import")])
+def test_gpu_only_settings_on_cpu(corpus, flag, words):
+    # megatron-core would fail later with a traceback (the bf16 optimizer
+    # rejects CPU tensors; the TE spec cannot import)
+    p = run_pretrain(common_args(corpus, **{"--train-iters": "2", flag: "true"}), check=False, timeout=60)
+    assert words in _err(p)
