@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from megatron_dsm import platform
 from megatron_dsm.models.direct_decode import engine_for
 from megatron_dsm.models.generation import SamplingParams
 from megatron_dsm.rl import algorithms as alg
@@ -108,7 +109,7 @@ def dp_mean(values: dict[str, float]) -> dict[str, float]:
     if size == 1 or not values:
         return dict(values)
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=platform.device())
     torch.distributed.all_reduce(t, group=group)
     return {k: float(v) / size for k, v in zip(keys, t.tolist())}
 
@@ -350,7 +351,7 @@ class RLLoop:
                                 [self.decode_response(c) for c in out.completions],
                                 [it.answer for it in rows])
             right += int(ok.sum())
-        t = torch.tensor([right, len(mine) * n], dtype=torch.float64)
+        t = torch.tensor([right, len(mine) * n], dtype=torch.float64, device=platform.device())
         if self.dp_size > 1:
             torch.distributed.all_reduce(t, group=_dp()[2])
         return float(t[0] / t[1].clamp_min(1))

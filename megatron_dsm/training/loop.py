@@ -243,7 +243,8 @@ class Trainer:
             vals = [sum(float(x[k]) for x in losses) / len(losses) for k in keys] + [1.0]
         else:
             vals = [0.0] * (len(keys) + 1)
-        return torch.tensor(vals + [1.0 if flag else 0.0], dtype=torch.float64)
+        # on the backend's device: NCCL reduces CUDA tensors only
+        return torch.tensor(vals + [1.0 if flag else 0.0], dtype=torch.float64, device=platform.device())
 
     @staticmethod
     def _metric_means(keys: list[str], vec: torch.Tensor) -> dict:
@@ -256,7 +257,7 @@ class Trainer:
         if self._metrics_src is None:
             mine = self.rank if (self.ps.is_pipeline_last_stage()
                                  and self.ps.get_tensor_model_parallel_rank() == 0) else 1 << 30
-            t = torch.tensor([mine], dtype=torch.int64)
+            t = torch.tensor([mine], dtype=torch.int64, device=platform.device())
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
             self._metrics_src = int(t.item())
         return self._metrics_src
