@@ -136,6 +136,8 @@ def main() -> int:
     env = dict(os.environ, THREADS=str(THREADS), MAX_STEPS=str(MAX_STEPS), WARMUP=str(WARMUP),
                WORK=str(WORK), OMP_NUM_THREADS=str(THREADS), PYTHONWARNINGS="ignore")
     env.pop("WORLD_SIZE", None)
+    if not prepare_work(env):
+        return 1
     rounds = []
     for r in range(ROUNDS):
         worker = start_project(env)
@@ -157,6 +159,22 @@ def main() -> int:
           f"median_step_ratio={med[3]:.2f} "
           f"rounds={ROUNDS} ratio project/trl={med[2]:.2f}")
     return 0
+
+
+def prepare_work(env) -> bool:
+    """The project worker reads the tokenizer the harness writes to
+    WORK/init_model, and starts before the harness (see "Pairing"), so on a
+    fresh WORK the harness's own build_init_model writes it first, untimed."""
+    if (WORK / "init_model" / "tokenizer.json").is_file():
+        return True
+    print(f"preparing {WORK}: the TRL harness's tokenizer and initial model (first run)", flush=True)
+    code = ("import os, runpy, sys; m = runpy.run_path(sys.argv[1], run_name='prepare'); "
+            "m['build_init_model'](os.path.join(m['WORK'], 'init_model'))")
+    p = subprocess.run([sys.executable, "-c", code, str(SHARED_BENCH)], env=env, capture_output=True, text=True)
+    if p.returncode != 0 or not (WORK / "init_model" / "tokenizer.json").is_file():
+        print(f"error: could not prepare {WORK} with the TRL harness:\n{p.stderr[-3000:]}", file=sys.stderr)
+        return False
+    return True
 
 
 def run_trl(env) -> dict | None:

@@ -33,7 +33,11 @@ def main():
     ap.add_argument("--micro-batch-size", type=int, default=4)
     ap.add_argument("--global-batch-size", type=int, default=16)
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dsm_overhead_") as tmp:
+        measure(args, tmp)
 
+
+def measure(args, tmp: str):
     from synthetic import write_corpus
 
     from megatron_dsm.models.gpt import build_model
@@ -42,9 +46,8 @@ def main():
     from megatron_dsm.training.data import BatchOrder, build_datasets, parse_data_path
     from megatron_dsm.training.loop import Trainer, gpt_forward_step, lm_loss_func
 
-    tmp = tempfile.mkdtemp()
     prefix = write_corpus(os.path.join(tmp, "syn"), vocab=4096, docs=400, doc_len=400)
-    cfg = preset("tiny")
+    cfg = preset("tiny", vocab_size=4096)  # the synthetic corpus's vocab (it has no tokenizer sidecar)
     t = TrainConfig(model="tiny", micro_batch_size=args.micro_batch_size,
                     global_batch_size=args.global_batch_size,
                     train_iters=args.steps + args.warmup, log_interval=1000)
