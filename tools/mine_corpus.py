@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from megatron_dsm.config import ConfigError, add_arguments, from_namespace, load_yaml  # noqa: E402
 from megatron_dsm.mining.classifier import ClassifierConfig, MathClassifier, train  # noqa: E402
 from megatron_dsm.mining.iterate import MiningConfig, MiningRun, iter_jsonl_texts  # noqa: E402
-from megatron_dsm.mining.pipeline import ExecutorConfig  # noqa: E402
+from megatron_dsm.mining.pipeline import ExecutorConfig, StageError  # noqa: E402
 
 
 def read_labelled(path: str, positive: set[str], negative: set[str]) -> tuple[list[str], list[bool]]:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.config:
             base = {k: load_yaml(ns.config, k) for k in ("classifier", "mining", "executor")}
         return {"train-classifier": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run}[ns.command](ns, base)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, StageError) as e:
         print(f"mine_corpus.py: error: {e}", file=sys.stderr)
         return 2
 

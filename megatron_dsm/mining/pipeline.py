@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +200,10 @@ def make_executor(pipeline: Sequence[PipelineStep], logging_dir: str | Path, cfg
                                  logging_dir=str(logging_dir), skip_completed=True)
 
 
+class StageError(RuntimeError):
+    """A pipeline stage that could not be submitted or did not complete."""
+
+
 def run_stage(name: str, out_dir: Path, build, logs_dir: Path, cfg: ExecutorConfig,
               tasks: int | None = None) -> Path:
     """Run one stage unless ``out_dir`` is already complete; returns ``out_dir``.
@@ -213,12 +218,16 @@ def run_stage(name: str, out_dir: Path, build, logs_dir: Path, cfg: ExecutorConf
     partial = out_dir.with_name(out_dir.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     ex = make_executor(build(partial), Path(logs_dir) / name, cfg, job_name=name, tasks=tasks)
-    ex.run()
+    try:
+        ex.run()
+    except subprocess.CalledProcessError as e:  # datatrove's sbatch call; Slurm said why on stderr
+        raise StageError(f"stage {name}: sbatch refused its job array (exit {e.returncode}, Slurm's "
+                         f"message is above); launch script: {logs_dir}/{name}/launch_script.slurm") from None
     while cfg.executor == "slurm" and ex.get_incomplete_ranks():
         time.sleep(cfg.slurm_poll_s)
     incomplete = ex.get_incomplete_ranks()
     if incomplete:
-        raise RuntimeError(f"stage {name}: tasks {incomplete[:10]} did not complete; see {logs_dir}/{name}")
+        raise StageError(f"stage {name}: tasks {incomplete[:10]} did not complete; see {logs_dir}/{name}")
     os.replace(partial, out_dir)
     return out_dir
 

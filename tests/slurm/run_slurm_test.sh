@@ -15,6 +15,7 @@ PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 WORK=${SLURM_TEST_DIR:-$(mktemp -d /tmp/dsm-slurm.XXXXXX)}
 TIMEOUT=${SLURM_TEST_TIMEOUT:-900}
 ITERS=${SLURM_TEST_ITERS:-6}
+JOBS=${SLURM_TEST_JOBS:-pretrain mine}
 PIDS=()
 MUNGE_PIDFILE=""
 JOBID=""
@@ -90,6 +91,9 @@ fi
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 HOST=$(hostname -s)
 CPUS=$(nproc); (( CPUS < 2 )) && CPUS=2
+# RealMemory: datatrove's stage arrays ask --mem-per-cpu, which a node left at
+# Slurm's default of 1 MB can never satisfy
+MEM_MB=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 * 9 / 10 ))
 CTLD_PORT=$(free_port); SLURMD_PORT=$(free_port)
 while [[ "$SLURMD_PORT" == "$CTLD_PORT" ]]; do SLURMD_PORT=$(free_port); done
 CONF=$WORK/slurm.conf
@@ -125,7 +129,7 @@ SlurmdTimeout=60
 InactiveLimit=0
 KillWait=10
 MinJobAge=300
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=dsm Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 EOF
 export SLURM_CONF=$CONF
@@ -148,47 +152,101 @@ done
 [[ "$state" == idle ]] || fail "node $HOST is '$state', not idle: $(scontrol show node "$HOST" 2>&1 | grep -i reason)"
 log "slurmctld and slurmd up on $HOST ($CPUS CPUs), node idle"
 
-# ---- 5. corpus and job ----------------------------------------------------------
-DATA=$WORK/data/synth
-PYTHONWARNINGS=ignore "$PYTHON" -c "import sys; sys.path.insert(0, '$REPO/tests/training'); from synthetic import write_corpus; write_corpus('$DATA')" \
-  || fail "could not write the synthetic corpus"
-OUT=$WORK/out/job-%j.out
-JOBID=$(cd "$REPO" && DATA_PATH=$DATA TRAIN_ITERS=$ITERS TP=1 PP=1 PYTHON=$PYTHON \
-  sbatch --parsable --chdir="$REPO" --job-name=dsm-slurm-test --nodes=1 --ntasks=2 \
-    --ntasks-per-node=2 --cpus-per-task=1 --time=30:00 --output="$OUT" \
-    examples/slurm/pretrain_dsm.sbatch \
-      --vocab-size 256 --seq-length 64 --num-layers 2 --micro-batch-size 2 \
-      --global-batch-size 8 --lr 3e-3 --log-interval 1 --seed 7 \
-      --data-cache-path "$WORK/data/cache") || fail "sbatch failed"
-JOBID=${JOBID%%;*}
-LOG=$WORK/out/job-$JOBID.out
-log "submitted job $JOBID (2 tasks, gloo); waiting up to ${TIMEOUT}s"
+# ---- 5. jobs ---------------------------------------------------------------------
+# wait_job ID NAME [STATE]: wait for a job to end, print its log, fail unless
+# it ended in STATE (default COMPLETED).
+wait_job() {
+  local id=$1 name=$2 want=${3:-COMPLETED} log=$WORK/out/job-$1.out t0=$SECONDS jstate="" exitcode
+  log "submitted $name job $id; waiting up to ${TIMEOUT}s"
+  while (( SECONDS - t0 < TIMEOUT )); do
+    jstate=$(scontrol show job "$id" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
+    case "$jstate" in
+      COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED|BOOT_FAIL|DEADLINE) break ;;
+    esac
+    sleep 3
+  done
+  exitcode=$(scontrol show job "$id" 2>/dev/null | grep -o ' ExitCode=[0-9:]*' | cut -d= -f2)
+  log "$name job $id: state $jstate, exit code $exitcode, $((SECONDS - t0))s"
+  echo "----- $name job log ($log) -----"
+  cat "$log" 2>/dev/null || echo "(no log)"
+  echo "-------------------------"
+  if [[ "$jstate" != "$want" ]]; then
+    [[ -z "$jstate" || "$jstate" == RUNNING || "$jstate" == PENDING ]] \
+      && fail "$name job $id did not finish in ${TIMEOUT}s (state '$jstate')"
+    fail "$name job $id ended $jstate (exit $exitcode)"
+  fi
+}
 
-t0=$SECONDS
-jstate=""
-while (( SECONDS - t0 < TIMEOUT )); do
-  jstate=$(scontrol show job "$JOBID" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
-  case "$jstate" in
-    COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED|BOOT_FAIL|DEADLINE) break ;;
-  esac
-  sleep 3
-done
-exitcode=$(scontrol show job "$JOBID" 2>/dev/null | grep -o ' ExitCode=[0-9:]*' | cut -d= -f2)
-log "job $JOBID: state $jstate, exit code $exitcode, $((SECONDS - t0))s"
-echo "----- job log ($LOG) -----"
-cat "$LOG" 2>/dev/null || echo "(no log)"
-echo "-------------------------"
-[[ "$jstate" == COMPLETED ]] || { [[ -z "$jstate" || "$jstate" == RUNNING || "$jstate" == PENDING ]] && fail "job $JOBID did not finish in ${TIMEOUT}s (state '$jstate')"; fail "job $JOBID ended $jstate (exit $exitcode)"; }
-JOBID_DONE=$JOBID; JOBID=""
+# ---- 5a. pretraining: examples/slurm/pretrain_dsm.sbatch on 2 ranks ---------------
+if [[ " $JOBS " == *" pretrain "* ]]; then
+  DATA=$WORK/data/synth
+  PYTHONWARNINGS=ignore "$PYTHON" -c "import sys; sys.path.insert(0, '$REPO/tests/training'); from synthetic import write_corpus; write_corpus('$DATA')" \
+    || fail "could not write the synthetic corpus"
+  JOBID=$(cd "$REPO" && DATA_PATH=$DATA TRAIN_ITERS=$ITERS TP=1 PP=1 PYTHON=$PYTHON \
+    sbatch --parsable --chdir="$REPO" --job-name=dsm-slurm-test --nodes=1 --ntasks=2 \
+      --ntasks-per-node=2 --cpus-per-task=1 --time=30:00 --output="$WORK/out/job-%j.out" \
+      examples/slurm/pretrain_dsm.sbatch \
+        --vocab-size 256 --seq-length 64 --num-layers 2 --micro-batch-size 2 \
+        --global-batch-size 8 --lr 3e-3 --log-interval 1 --seed 7 \
+        --data-cache-path "$WORK/data/cache") || fail "sbatch failed"
+  JOBID=${JOBID%%;*}
+  wait_job "$JOBID" pretraining
+  LOG=$WORK/out/job-$JOBID.out; JOBID_DONE=$JOBID; JOBID=""
+  grep -qE '^0: rank 0/2 ' "$LOG" || fail "no rank 0 of 2 in the job log"
+  grep -qE '^1: rank 1/2 ' "$LOG" || fail "no rank 1 of 2 in the job log"
+  grep -qE 'DP=2' "$LOG" || fail "the log does not name DP=2 (two data-parallel ranks)"
+  n=$(grep -cE 'iteration +[0-9]+/ *'"$ITERS"' \| .*lm loss: ' "$LOG")
+  [[ "$n" -ge "$ITERS" ]] || fail "expected $ITERS Megatron iteration lines, found $n"
+  grep -qE "iteration +$ITERS/ *$ITERS \|" "$LOG" || fail "training did not reach iteration $ITERS"
+  first=$(grep -oE 'lm loss: [0-9.E+-]+' "$LOG" | head -n 1 | cut -d' ' -f3)
+  last=$(grep -oE 'lm loss: [0-9.E+-]+' "$LOG" | tail -n 1 | cut -d' ' -f3)
+  log "job $JOBID_DONE: ranks 0 and 1 of 2 started, DP=2, $n iteration lines, lm loss $first -> $last"
+  echo "PASS: slurm job $JOBID_DONE trained on 2 ranks (DP=2) for $ITERS iterations"
+fi
 
-# ---- 6. checks ------------------------------------------------------------------
-grep -qE '^0: rank 0/2 ' "$LOG" || fail "no rank 0 of 2 in the job log"
-grep -qE '^1: rank 1/2 ' "$LOG" || fail "no rank 1 of 2 in the job log"
-grep -qE 'DP=2' "$LOG" || fail "the log does not name DP=2 (two data-parallel ranks)"
-n=$(grep -cE 'iteration +[0-9]+/ *'"$ITERS"' \| .*lm loss: ' "$LOG")
-[[ "$n" -ge "$ITERS" ]] || fail "expected $ITERS Megatron iteration lines, found $n"
-grep -qE "iteration +$ITERS/ *$ITERS \|" "$LOG" || fail "training did not reach iteration $ITERS"
-first=$(grep -oE 'lm loss: [0-9.E+-]+' "$LOG" | head -n 1 | cut -d' ' -f3)
-last=$(grep -oE 'lm loss: [0-9.E+-]+' "$LOG" | tail -n 1 | cut -d' ' -f3)
-log "job $JOBID_DONE: ranks 0 and 1 of 2 started, DP=2, $n iteration lines, lm loss $first -> $last"
-echo "PASS: slurm job $JOBID_DONE trained on 2 ranks (DP=2) for $ITERS iterations"
+# ---- 5b. mining: examples/slurm/mine_corpus.sbatch, stages as datatrove job arrays --
+if [[ " $JOBS " == *" mine "* ]]; then
+  WEB=$REPO/../shared/data/web
+  [[ -f "$WEB/docs.jsonl" ]] || fail "no $WEB/docs.jsonl for the mining job"
+  # seed positives: math.stackexchange pages; negatives: the non-math pages
+  "$PYTHON" - "$WEB/docs.jsonl" "$WORK/data" <<'PY' || fail "could not write the mining seeds"
+import json, sys
+rows = [json.loads(x) for x in open(sys.argv[1])]
+with open(sys.argv[2] + "/seed.jsonl", "w") as f:
+    f.writelines(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows if r["domain"] == "math.stackexchange.com")
+with open(sys.argv[2] + "/neg.jsonl", "w") as f:
+    f.writelines(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows if r["label"] == "non_math")
+PY
+  # the driver takes one CPU; each stage task takes the other one in turn
+  JOBID=$(cd "$REPO" && PYTHON=$PYTHON sbatch --parsable --chdir="$REPO" --job-name=dsm-mine-test \
+      --ntasks=1 --cpus-per-task=1 --time=30:00 --output="$WORK/out/job-%j.out" \
+      examples/slurm/mine_corpus.sbatch --input "$WEB" --seed-positives "$WORK/data/seed.jsonl" \
+        --negatives "$WORK/data/neg.jsonl" --output "$WORK/mine" --max-iterations 1 \
+        --auto-accept-fraction 0.5 --domain-min-pages 3 --dim 64 --bucket 50000 \
+        --compression none --tasks 2 --slurm-poll-s 2 --slurm-time 20:00 \
+        --slurm-mem-per-cpu-gb 1) || fail "sbatch of the mining job failed"
+  JOBID=${JOBID%%;*}
+  wait_job "$JOBID" mining
+  JOBID_DONE=$JOBID; JOBID=""
+  shards=$(ls "$WORK"/mine/final/*.jsonl 2>/dev/null | wc -l)
+  pages=$(cat "$WORK"/mine/final/*.jsonl 2>/dev/null | wc -l)
+  arrays=$(ls -d "$WORK"/mine/logs/*/slurm_logs 2>/dev/null | wc -l)
+  (( shards == 2 )) || fail "expected 2 shards (--tasks 2) in $WORK/mine/final, found $shards"
+  (( pages > 0 )) || fail "the mining job collected no pages"
+  (( arrays > 0 )) || fail "no datatrove Slurm array logs under $WORK/mine/logs"
+  log "mining job $JOBID_DONE: $arrays stage(s) ran as Slurm job arrays, $pages pages in $shards shards"
+  # a stage array Slurm refuses (more memory than the node has) ends the
+  # driver with one error line naming the stage, not a traceback
+  JOBID=$(cd "$REPO" && PYTHON=$PYTHON sbatch --parsable --chdir="$REPO" --job-name=dsm-mine-refused \
+      --ntasks=1 --cpus-per-task=1 --time=10:00 --output="$WORK/out/job-%j.out" \
+      examples/slurm/mine_corpus.sbatch --input "$WEB" --seed-positives "$WORK/data/seed.jsonl" \
+        --output "$WORK/mine_refused" --slurm-poll-s 2 --slurm-mem-per-cpu-gb 100000) \
+    || fail "sbatch of the refused-mining job failed"
+  JOBID=${JOBID%%;*}
+  wait_job "$JOBID" "refused mining" FAILED
+  grep -q "^mine_corpus.py: error: stage extract: sbatch refused its job array" "$WORK/out/job-$JOBID.out" \
+    || fail "the refused mining job did not end with the one-line stage error"
+  ! grep -q Traceback "$WORK/out/job-$JOBID.out" || fail "the refused mining job printed a traceback"
+  JOBID=""
+  echo "PASS: slurm mining job $JOBID_DONE ran its stages as datatrove Slurm arrays ($pages pages collected); a refused stage is one error line"
+fi
