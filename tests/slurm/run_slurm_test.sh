@@ -15,7 +15,7 @@ PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 WORK=${SLURM_TEST_DIR:-$(mktemp -d /tmp/dsm-slurm.XXXXXX)}
 TIMEOUT=${SLURM_TEST_TIMEOUT:-900}
 ITERS=${SLURM_TEST_ITERS:-6}
-JOBS=${SLURM_TEST_JOBS:-pretrain mine}
+JOBS=${SLURM_TEST_JOBS:-pretrain mine grpo sft}
 PIDS=()
 MUNGE_PIDFILE=""
 JOBID=""
@@ -203,6 +203,27 @@ if [[ " $JOBS " == *" pretrain "* ]]; then
   log "job $JOBID_DONE: ranks 0 and 1 of 2 started, DP=2, $n iteration lines, lm loss $first -> $last"
   echo "PASS: slurm job $JOBID_DONE trained on 2 ranks (DP=2) for $ITERS iterations"
 fi
+
+# ---- 5c. fine-tuning batches: one task per node runs examples/{grpo,sft}_dsm.sh,
+# whose torchrun starts NPROC=2 ranks (DP=2); the checkpoint holds one RNG
+# state per rank, so it shows that both ranks ran and saved
+for stage in grpo sft; do
+  [[ " $JOBS " == *" $stage "* ]] || continue
+  JOBID=$(cd "$REPO" && NPROC=2 TRAIN_ITERS=3 SAVE_INTERVAL=3 SAVE_DIR="$WORK/$stage" \
+      DEMO_DIR="$WORK/demo_corpus" PY="$PYTHON" \
+      sbatch --parsable --chdir="$REPO" --job-name="dsm-$stage-test" --nodes=1 --ntasks=1 \
+      --cpus-per-task=2 --time=30:00 --output="$WORK/out/job-%j.out" \
+      "examples/slurm/${stage}_dsm.sbatch") || fail "sbatch of the $stage job failed"
+  JOBID=${JOBID%%;*}
+  wait_job "$JOBID" "$stage"
+  LOG=$WORK/out/job-$JOBID.out; JOBID_DONE=$JOBID; JOBID=""
+  grep -qE "iteration +3/ +3 \|" "$LOG" || fail "$stage: no Megatron line for iteration 3 of 3"
+  [[ "$(cat "$WORK/$stage/latest_checkpointed_iteration.txt" 2>/dev/null)" == 3 ]] \
+    || fail "$stage: no checkpoint of iteration 3 in $WORK/$stage"
+  ranks=$(ls "$WORK/$stage"/iter_0000003/rng/rank_*.pt 2>/dev/null | wc -l)
+  (( ranks == 2 )) || fail "$stage: expected the RNG states of 2 ranks in the checkpoint, found $ranks"
+  echo "PASS: slurm $stage job $JOBID_DONE ran examples/${stage}_dsm.sh under torchrun with 2 ranks to iteration 3"
+done
 
 # ---- 5b. mining: examples/slurm/mine_corpus.sbatch, stages as datatrove job arrays --
 if [[ " $JOBS " == *" mine "* ]]; then

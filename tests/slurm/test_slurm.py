@@ -1,7 +1,7 @@
 """Slurm batches: syntax and guard checks (fast), and the real localhost Slurm
-runs of examples/slurm/pretrain_dsm.sbatch on 2 gloo ranks and of
-mine_corpus.sbatch with datatrove's Slurm executor (slow; the same script
-`make test-slurm` runs)."""
+runs of all four batches: pretrain_dsm.sbatch on 2 gloo ranks, grpo_ and
+sft_dsm.sbatch with torchrun starting 2 ranks, and mine_corpus.sbatch with
+datatrove's Slurm executor (slow; the same script `make test-slurm` runs)."""
 import os
 import shutil
 import subprocess
@@ -79,3 +79,5 @@ def test_pretrain_batch_under_real_slurm():
     assert p.returncode == 0 and "PASS:" in p.stdout, out[-6000:]
     assert "DP=2" in p.stdout and "1: rank 1/2" in p.stdout
     assert "PASS: slurm mining job" in p.stdout and "a refused stage is one error line" in p.stdout
+    for stage in ("grpo", "sft"):
+        assert f"PASS: slurm {stage} job" in p.stdout, out[-6000:]
