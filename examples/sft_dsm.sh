@@ -12,10 +12,11 @@
 # pretrained checkpoint, loaded with --finetune: weights only).  Extra
 # arguments pass through to tools/sft.py.  With nothing set, SFT data is
 # built from GSM8K train (examples/data/gsm8k/train.jsonl, else
-# ../shared/data/train/gsm8k/train.jsonl) with the demo tokenizer, and the
-# tiny model is fine-tuned from runs/pretrain_tiny when that checkpoint
-# exists (else from its initialisation).  A SAVE_DIR that already holds a
-# checkpoint is resumed instead.
+# ../shared/data/train/gsm8k/train.jsonl) with the demo tokenizer into
+# SFT_DATA_DIR (default runs/sft_data), and the tiny model is fine-tuned from
+# PRETRAIN_DIR (default runs/pretrain_tiny) when that checkpoint exists (else
+# from its initialisation).  A SAVE_DIR that already holds a checkpoint is
+# resumed instead.
 set -euo pipefail
 source "$(dirname "$0")/launch_common.sh" runs/sft_tiny
 
@@ -29,15 +30,16 @@ elif [ -z "${CONFIG:-}" ]; then
   [ -f "$GSM8K" ] || GSM8K=../shared/data/train/gsm8k/train.jsonl
   [ -f "$GSM8K" ] || { echo "error: no GSM8K train split (examples/data/gsm8k or ../shared/data/train/gsm8k)" >&2; exit 2; }
   bash examples/build_demo_corpus.sh "$DEMO_DIR" >&2
-  SFT_PREFIX=runs/sft_data/gsm8k_sft_$SEQ
+  SFT_PREFIX=${SFT_DATA_DIR:-runs/sft_data}/gsm8k_sft_$SEQ
   if [ ! -f "$SFT_PREFIX.json" ]; then
     "$PY" tools/build_sft_data.py --input "$GSM8K" --format gsm8k --output-prefix "$SFT_PREFIX" \
       --tokenizer-model "$DEMO_DIR/tokenizer" --seq-length "$SEQ" >&2
   fi
   args+=(--data-path "$SFT_PREFIX" --seq-length "$SEQ" --lr 1e-3 --lr-decay-style constant
          --micro-batch-size 4 --global-batch-size 8 --log-interval 5 --weight-decay 0.0)
-  if [ -z "${LOAD:-}" ] && [ -f runs/pretrain_tiny/latest_checkpointed_iteration.txt ]; then
-    LOAD=runs/pretrain_tiny
+  PRETRAIN_DIR=${PRETRAIN_DIR:-runs/pretrain_tiny}
+  if [ -z "${LOAD:-}" ] && [ -f "$PRETRAIN_DIR/latest_checkpointed_iteration.txt" ]; then
+    LOAD=$PRETRAIN_DIR
   fi
 fi
 finish_args 100

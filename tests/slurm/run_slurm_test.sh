@@ -206,11 +206,12 @@ fi
 
 # ---- 5c. fine-tuning batches: one task per node runs examples/{grpo,sft}_dsm.sh,
 # whose torchrun starts NPROC=2 ranks (DP=2); the checkpoint holds one RNG
-# state per rank, so it shows that both ranks ran and saved
+# state per rank, so it shows that both ranks ran and saved. Everything the
+# examples write goes to $WORK (SFT from its initialisation, not runs/).
 for stage in grpo sft; do
   [[ " $JOBS " == *" $stage "* ]] || continue
   JOBID=$(cd "$REPO" && NPROC=2 TRAIN_ITERS=3 SAVE_INTERVAL=3 SAVE_DIR="$WORK/$stage" \
-      DEMO_DIR="$WORK/demo_corpus" PY="$PYTHON" \
+      DEMO_DIR="$WORK/demo_corpus" SFT_DATA_DIR="$WORK/sft_data" PRETRAIN_DIR="$WORK/no_pretrain" PY="$PYTHON" \
       sbatch --parsable --chdir="$REPO" --job-name="dsm-$stage-test" --nodes=1 --ntasks=1 \
       --cpus-per-task=2 --time=30:00 --output="$WORK/out/job-%j.out" \
       "examples/slurm/${stage}_dsm.sbatch") || fail "sbatch of the $stage job failed"
