@@ -15,7 +15,7 @@ PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 WORK=${SLURM_TEST_DIR:-$(mktemp -d /tmp/dsm-slurm.XXXXXX)}
 TIMEOUT=${SLURM_TEST_TIMEOUT:-900}
 ITERS=${SLURM_TEST_ITERS:-6}
-JOBS=${SLURM_TEST_JOBS:-pretrain mine grpo sft}
+JOBS=${SLURM_TEST_JOBS:-pretrain pretrain-torchrun mine grpo sft}
 PIDS=()
 MUNGE_PIDFILE=""
 JOBID=""
@@ -204,6 +204,28 @@ if [[ " $JOBS " == *" pretrain "* ]]; then
   echo "PASS: slurm job $JOBID_DONE trained on 2 ranks (DP=2) for $ITERS iterations"
 fi
 
+# ---- 5b. pretraining with LAUNCHER=torchrun: one task per node, torchrun starts
+# the node's 2 ranks (examples/pretrain_dsm.sh)
+if [[ " $JOBS " == *" pretrain-torchrun "* ]]; then
+  DATA=$WORK/data/synth
+  [[ -f "$DATA.bin" ]] || PYTHONWARNINGS=ignore "$PYTHON" -c "import sys; sys.path.insert(0, '$REPO/tests/training'); from synthetic import write_corpus; write_corpus('$DATA')" \
+    || fail "could not write the synthetic corpus"
+  JOBID=$(cd "$REPO" && LAUNCHER=torchrun DATA_PATH=$DATA TRAIN_ITERS=$ITERS SAVE_DIR="$WORK/pretrain_torchrun" \
+      PY=$PYTHON sbatch --parsable --chdir="$REPO" --job-name=dsm-slurm-torchrun --nodes=1 --ntasks=2 \
+      --ntasks-per-node=2 --cpus-per-task=1 --time=30:00 --output="$WORK/out/job-%j.out" \
+      examples/slurm/pretrain_dsm.sbatch \
+        --vocab-size 256 --seq-length 64 --num-layers 2 --micro-batch-size 2 \
+        --global-batch-size 8 --lr 3e-3 --log-interval 1 --seed 7 \
+        --data-cache-path "$WORK/data/cache") || fail "sbatch failed"
+  JOBID=${JOBID%%;*}
+  wait_job "$JOBID" "pretraining (torchrun)"
+  LOG=$WORK/out/job-$JOBID.out; JOBID_DONE=$JOBID; JOBID=""
+  grep -q "(launcher torchrun): job $JOBID_DONE, 1 node(s) x 2 rank(s)" "$LOG" || fail "no torchrun launcher line for 2 ranks"
+  grep -qE 'DP=2' "$LOG" || fail "the log does not name DP=2 (two data-parallel ranks)"
+  grep -qE "iteration +$ITERS/ *$ITERS \|" "$LOG" || fail "training did not reach iteration $ITERS"
+  echo "PASS: slurm job $JOBID_DONE trained on 2 ranks (DP=2) started by torchrun in one task (launcher torchrun)"
+fi
+
 # ---- 5c. fine-tuning batches: one task per node runs examples/{grpo,sft}_dsm.sh,
 # whose torchrun starts NPROC=2 ranks (DP=2); the checkpoint holds one RNG
 # state per rank, so it shows that both ranks ran and saved. Everything the
@@ -226,7 +248,7 @@ for stage in grpo sft; do
   echo "PASS: slurm $stage job $JOBID_DONE ran examples/${stage}_dsm.sh under torchrun with 2 ranks to iteration 3"
 done
 
-# ---- 5b. mining: examples/slurm/mine_corpus.sbatch, stages as datatrove job arrays --
+# ---- 5d. mining: examples/slurm/mine_corpus.sbatch, stages as datatrove job arrays --
 if [[ " $JOBS " == *" mine "* ]]; then
   WEB=$REPO/../shared/data/web
   [[ -f "$WEB/docs.jsonl" ]] || fail "no $WEB/docs.jsonl for the mining job"

@@ -28,11 +28,12 @@ def test_batch_parses_and_has_sbatch_header(path):
 
 
 @pytest.mark.parametrize("name", ["pretrain_dsm.sbatch", "sft_dsm.sbatch", "grpo_dsm.sbatch"])
-def test_training_batches_rendezvous_from_slurm(name):
+def test_training_batches_share_the_rendezvous_from_slurm(name):
     text = (REPO / "examples" / "slurm" / name).read_text()
-    assert 'scontrol show hostnames "$SLURM_JOB_NODELIST"' in text
-    assert "SLURM_NNODES" in text and "SLURM_NODEID" in text
-    assert "MASTER_PORT" in text
+    assert "source examples/slurm/common.sh" in text and "dsm_slurm_setup" in text
+    common = (REPO / "examples" / "slurm" / "common.sh").read_text()
+    assert 'scontrol show hostnames "$SLURM_JOB_NODELIST"' in common
+    assert "SLURM_NNODES" in common and "SLURM_NODEID" in common and "MASTER_PORT" in common
 
 
 def test_pretrain_batch_maps_slurm_ranks():
@@ -81,3 +82,4 @@ def test_pretrain_batch_under_real_slurm():
     assert "PASS: slurm mining job" in p.stdout and "a refused stage is one error line" in p.stdout
     for stage in ("grpo", "sft"):
         assert f"PASS: slurm {stage} job" in p.stdout, out[-6000:]
+    assert "PASS: slurm job" in p.stdout and "(launcher torchrun)" in p.stdout
