@@ -518,6 +518,16 @@ def model_parallel_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def all_reduce_values(values: list, *, op=None, group=None, dtype: torch.dtype = torch.float64) -> list:
+    """All-reduce a short list of numbers (metrics, counts) over ``group``
+    (default: the world); returns Python numbers.  The one place such
+    tensors are made: on this backend's device, since NCCL reduces CUDA
+    tensors only (gloo takes CPU ones)."""
+    t = torch.tensor(values, dtype=dtype, device=device())
+    torch.distributed.all_reduce(t, op=op or torch.distributed.ReduceOp.SUM, group=group)
+    return t.tolist()
+
+
 def destroy_distributed() -> None:
     from megatron.core import parallel_state
 

@@ -109,9 +109,8 @@ def dp_mean(values: dict[str, float]) -> dict[str, float]:
     if size == 1 or not values:
         return dict(values)
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=platform.device())
-    torch.distributed.all_reduce(t, group=group)
-    return {k: float(v) / size for k, v in zip(keys, t.tolist())}
+    sums = platform.all_reduce_values([float(values[k]) for k in keys], group=group)
+    return {k: float(v) / size for k, v in zip(keys, sums)}
 
 
 @dataclasses.dataclass
@@ -351,10 +350,10 @@ class RLLoop:
                                 [self.decode_response(c) for c in out.completions],
                                 [it.answer for it in rows])
             right += int(ok.sum())
-        t = torch.tensor([right, len(mine) * n], dtype=torch.float64, device=platform.device())
+        right, total = float(right), float(len(mine) * n)
         if self.dp_size > 1:
-            torch.distributed.all_reduce(t, group=_dp()[2])
-        return float(t[0] / t[1].clamp_min(1))
+            right, total = platform.all_reduce_values([right, total], group=_dp()[2])
+        return right / max(total, 1.0)
 
     # -- RL iterations ----------------------------------------------------------
     def end_rl_iteration(self) -> None:

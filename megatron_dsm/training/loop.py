@@ -57,7 +57,7 @@ def check_precision_and_spec(train: TrainConfig) -> None:
     """``--bf16`` and ``--use-te`` asked for on a host that cannot run them:
     one line now instead of a megatron-core traceback after set-up."""
     if train.bf16 and not platform.cuda_available():
-        # Float16OptimizerWithFloat16Params accepts only torch.cuda.*Tensor
+        # megatron-core's Float16OptimizerWithFloat16Params type-checks for CUDA tensors
         raise ConfigError("--bf16 needs a CUDA GPU: megatron-core's mixed-precision optimizer "
                           "takes only CUDA tensors; on CPU training runs in fp32 (drop --bf16)")
     if train.use_te:
@@ -222,34 +222,31 @@ class Trainer:
             return {k: sum(float(x[k]) for x in losses) / len(losses) for k in mine}
         keys = self._metric_keys
         if keys is not None:
-            vec = self._metric_vector(keys, losses, is_last and bool(losses) and mine == keys,
-                                      flag=is_last and mine != keys)
-            torch.distributed.all_reduce(vec)
-            if vec[-1].item() == 0.0:
+            vec = platform.all_reduce_values(self._metric_vector(
+                keys, losses, is_last and bool(losses) and mine == keys, flag=is_last and mine != keys))
+            if vec[-1] == 0.0:
                 return self._metric_means(keys, vec[:-1])
         # Agree on the key set: the last stage of pipeline rank holding rank 0's group.
         obj = [mine]
         torch.distributed.broadcast_object_list(obj, src=self._last_stage_rank0())
         keys = self._metric_keys = obj[0]
-        vec = self._metric_vector(keys, losses, is_last and bool(losses))[:-1]
-        torch.distributed.all_reduce(vec)
+        vec = platform.all_reduce_values(self._metric_vector(keys, losses, is_last and bool(losses))[:-1])
         return self._metric_means(keys, vec)
 
     @staticmethod
     def _metric_vector(keys: list[str], losses: list[dict], contribute: bool,
-                       flag: bool = False) -> torch.Tensor:
+                       flag: bool = False) -> list[float]:
         """[per-key micro-batch means..., contributor count, changed-keys flag]."""
         if contribute:
             vals = [sum(float(x[k]) for x in losses) / len(losses) for k in keys] + [1.0]
         else:
             vals = [0.0] * (len(keys) + 1)
-        # on the backend's device: NCCL reduces CUDA tensors only
-        return torch.tensor(vals + [1.0 if flag else 0.0], dtype=torch.float64, device=platform.device())
+        return vals + [1.0 if flag else 0.0]
 
     @staticmethod
-    def _metric_means(keys: list[str], vec: torch.Tensor) -> dict:
-        n = max(vec[-1].item(), 1.0)
-        return {k: v / n for k, v in zip(keys, vec[:-1].tolist())}
+    def _metric_means(keys: list[str], vec: list[float]) -> dict:
+        n = max(vec[-1], 1.0)
+        return {k: v / n for k, v in zip(keys, vec[:-1])}
 
     def _last_stage_rank0(self) -> int:
         """Lowest global rank on the last pipeline stage with TP rank 0 (it
@@ -257,9 +254,8 @@ class Trainer:
         if self._metrics_src is None:
             mine = self.rank if (self.ps.is_pipeline_last_stage()
                                  and self.ps.get_tensor_model_parallel_rank() == 0) else 1 << 30
-            t = torch.tensor([mine], dtype=torch.int64, device=platform.device())
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-            self._metrics_src = int(t.item())
+            self._metrics_src = int(platform.all_reduce_values(
+                [mine], op=torch.distributed.ReduceOp.MIN, dtype=torch.int64)[0])
         return self._metrics_src
 
     def step_fields(self, result: StepResult, lr: float, elapsed_s: float,

@@ -195,9 +195,8 @@ def evaluate_loss(trainer, dataset: PackedSFTDataset, forward_step, max_packs: i
     mine = list(range(n))[dp_rank::dp_size]
     micro = [collate([dataset[i] for i in mine[j:j + mbs]]) for j in range(0, len(mine), mbs)]
     # every rank must run the same number of micro-batches (collectives inside)
-    counts = torch.tensor([len(micro)], dtype=torch.int64, device=platform.device())
-    torch.distributed.all_reduce(counts, op=torch.distributed.ReduceOp.MIN)
-    micro = micro[:int(counts.item())]
+    micro = micro[:int(platform.all_reduce_values([len(micro)], op=torch.distributed.ReduceOp.MIN,
+                                                  dtype=torch.int64)[0])]
     if not micro:
         raise SFTDataError("validation set too small for the data-parallel size")
     trainer.model.eval()
