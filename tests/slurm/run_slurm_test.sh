@@ -153,10 +153,18 @@ done
 log "slurmctld and slurmd up on $HOST ($CPUS CPUs), node idle"
 
 # ---- 5. jobs ---------------------------------------------------------------------
-# wait_job ID NAME [STATE]: wait for a job to end, print its log, fail unless
-# it ended in STATE (default COMPLETED).
-wait_job() {
-  local id=$1 name=$2 want=${3:-COMPLETED} log=$WORK/out/job-$1.out t0=$SECONDS jstate="" exitcode
+# run_job NAME STATE [VAR=VALUE ...] -- SBATCH_ARGS...: submit from the
+# repository with those variables set, wait for the job to end, print its log
+# and fail unless it ended in STATE; sets LOG and JOBID_DONE.
+run_job() {
+  local name=$1 want=$2 vars=() id log t0 jstate="" exitcode
+  shift 2
+  while [[ "$1" != -- ]]; do vars+=("$1"); shift; done
+  shift
+  JOBID=$(cd "$REPO" && env "${vars[@]}" sbatch --parsable --chdir="$REPO" \
+    --output="$WORK/out/job-%j.out" "$@") || fail "sbatch of the $name job failed"
+  JOBID=${JOBID%%;*}
+  id=$JOBID log=$WORK/out/job-$JOBID.out t0=$SECONDS
   log "submitted $name job $id; waiting up to ${TIMEOUT}s"
   while (( SECONDS - t0 < TIMEOUT )); do
     jstate=$(scontrol show job "$id" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
@@ -175,23 +183,28 @@ wait_job() {
       && fail "$name job $id did not finish in ${TIMEOUT}s (state '$jstate')"
     fail "$name job $id ended $jstate (exit $exitcode)"
   fi
+  LOG=$log JOBID_DONE=$id JOBID=""
+}
+
+# pretrain_job NAME [VAR=VALUE ...]: pretrain_dsm.sbatch, 2 tasks on the node,
+# 6 iterations of a 2-layer model on the synthetic corpus (written once)
+pretrain_job() {
+  local name=$1
+  shift
+  DATA=$WORK/data/synth
+  [[ -f "$DATA.bin" ]] || PYTHONWARNINGS=ignore "$PYTHON" -c "import sys; sys.path.insert(0, '$REPO/tests/training'); from synthetic import write_corpus; write_corpus('$DATA')" \
+    || fail "could not write the synthetic corpus"
+  run_job "$name" COMPLETED DATA_PATH="$DATA" TRAIN_ITERS="$ITERS" TP=1 PP=1 PYTHON="$PYTHON" PY="$PYTHON" "$@" -- \
+    --job-name=dsm-slurm-test --nodes=1 --ntasks=2 --ntasks-per-node=2 --cpus-per-task=1 --time=30:00 \
+    examples/slurm/pretrain_dsm.sbatch \
+      --vocab-size 256 --seq-length 64 --num-layers 2 --micro-batch-size 2 \
+      --global-batch-size 8 --lr 3e-3 --log-interval 1 --seed 7 \
+      --data-cache-path "$WORK/data/cache"
 }
 
 # ---- 5a. pretraining: examples/slurm/pretrain_dsm.sbatch on 2 ranks ---------------
 if [[ " $JOBS " == *" pretrain "* ]]; then
-  DATA=$WORK/data/synth
-  PYTHONWARNINGS=ignore "$PYTHON" -c "import sys; sys.path.insert(0, '$REPO/tests/training'); from synthetic import write_corpus; write_corpus('$DATA')" \
-    || fail "could not write the synthetic corpus"
-  JOBID=$(cd "$REPO" && DATA_PATH=$DATA TRAIN_ITERS=$ITERS TP=1 PP=1 PYTHON=$PYTHON \
-    sbatch --parsable --chdir="$REPO" --job-name=dsm-slurm-test --nodes=1 --ntasks=2 \
-      --ntasks-per-node=2 --cpus-per-task=1 --time=30:00 --output="$WORK/out/job-%j.out" \
-      examples/slurm/pretrain_dsm.sbatch \
-        --vocab-size 256 --seq-length 64 --num-layers 2 --micro-batch-size 2 \
-        --global-batch-size 8 --lr 3e-3 --log-interval 1 --seed 7 \
-        --data-cache-path "$WORK/data/cache") || fail "sbatch failed"
-  JOBID=${JOBID%%;*}
-  wait_job "$JOBID" pretraining
-  LOG=$WORK/out/job-$JOBID.out; JOBID_DONE=$JOBID; JOBID=""
+  pretrain_job pretraining
   grep -qE '^0: rank 0/2 ' "$LOG" || fail "no rank 0 of 2 in the job log"
   grep -qE '^1: rank 1/2 ' "$LOG" || fail "no rank 1 of 2 in the job log"
   grep -qE 'DP=2' "$LOG" || fail "the log does not name DP=2 (two data-parallel ranks)"
@@ -207,19 +220,7 @@ fi
 # ---- 5b. pretraining with LAUNCHER=torchrun: one task per node, torchrun starts
 # the node's 2 ranks (examples/pretrain_dsm.sh)
 if [[ " $JOBS " == *" pretrain-torchrun "* ]]; then
-  DATA=$WORK/data/synth
-  [[ -f "$DATA.bin" ]] || PYTHONWARNINGS=ignore "$PYTHON" -c "import sys; sys.path.insert(0, '$REPO/tests/training'); from synthetic import write_corpus; write_corpus('$DATA')" \
-    || fail "could not write the synthetic corpus"
-  JOBID=$(cd "$REPO" && LAUNCHER=torchrun DATA_PATH=$DATA TRAIN_ITERS=$ITERS SAVE_DIR="$WORK/pretrain_torchrun" \
-      PY=$PYTHON sbatch --parsable --chdir="$REPO" --job-name=dsm-slurm-torchrun --nodes=1 --ntasks=2 \
-      --ntasks-per-node=2 --cpus-per-task=1 --time=30:00 --output="$WORK/out/job-%j.out" \
-      examples/slurm/pretrain_dsm.sbatch \
-        --vocab-size 256 --seq-length 64 --num-layers 2 --micro-batch-size 2 \
-        --global-batch-size 8 --lr 3e-3 --log-interval 1 --seed 7 \
-        --data-cache-path "$WORK/data/cache") || fail "sbatch failed"
-  JOBID=${JOBID%%;*}
-  wait_job "$JOBID" "pretraining (torchrun)"
-  LOG=$WORK/out/job-$JOBID.out; JOBID_DONE=$JOBID; JOBID=""
+  pretrain_job "pretraining (torchrun)" LAUNCHER=torchrun SAVE_DIR="$WORK/pretrain_torchrun"
   grep -q "(launcher torchrun): job $JOBID_DONE, 1 node(s) x 2 rank(s)" "$LOG" || fail "no torchrun launcher line for 2 ranks"
   grep -qE 'DP=2' "$LOG" || fail "the log does not name DP=2 (two data-parallel ranks)"
   grep -qE "iteration +$ITERS/ *$ITERS \|" "$LOG" || fail "training did not reach iteration $ITERS"
@@ -232,14 +233,10 @@ fi
 # examples write goes to $WORK (SFT from its initialisation, not runs/).
 for stage in grpo sft; do
   [[ " $JOBS " == *" $stage "* ]] || continue
-  JOBID=$(cd "$REPO" && NPROC=2 TRAIN_ITERS=3 SAVE_INTERVAL=3 SAVE_DIR="$WORK/$stage" \
-      DEMO_DIR="$WORK/demo_corpus" SFT_DATA_DIR="$WORK/sft_data" PRETRAIN_DIR="$WORK/no_pretrain" PY="$PYTHON" \
-      sbatch --parsable --chdir="$REPO" --job-name="dsm-$stage-test" --nodes=1 --ntasks=1 \
-      --cpus-per-task=2 --time=30:00 --output="$WORK/out/job-%j.out" \
-      "examples/slurm/${stage}_dsm.sbatch") || fail "sbatch of the $stage job failed"
-  JOBID=${JOBID%%;*}
-  wait_job "$JOBID" "$stage"
-  LOG=$WORK/out/job-$JOBID.out; JOBID_DONE=$JOBID; JOBID=""
+  run_job "$stage" COMPLETED NPROC=2 TRAIN_ITERS=3 SAVE_INTERVAL=3 SAVE_DIR="$WORK/$stage" \
+      DEMO_DIR="$WORK/demo_corpus" SFT_DATA_DIR="$WORK/sft_data" PRETRAIN_DIR="$WORK/no_pretrain" PY="$PYTHON" -- \
+      --job-name="dsm-$stage-test" --nodes=1 --ntasks=1 --cpus-per-task=2 --time=30:00 \
+      "examples/slurm/${stage}_dsm.sbatch"
   grep -qE "iteration +3/ +3 \|" "$LOG" || fail "$stage: no Megatron line for iteration 3 of 3"
   [[ "$(cat "$WORK/$stage/latest_checkpointed_iteration.txt" 2>/dev/null)" == 3 ]] \
     || fail "$stage: no checkpoint of iteration 3 in $WORK/$stage"
@@ -262,35 +259,29 @@ with open(sys.argv[2] + "/neg.jsonl", "w") as f:
     f.writelines(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows if r["label"] == "non_math")
 PY
   # the driver takes one CPU; each stage task takes the other one in turn
-  JOBID=$(cd "$REPO" && PYTHON=$PYTHON sbatch --parsable --chdir="$REPO" --job-name=dsm-mine-test \
-      --ntasks=1 --cpus-per-task=1 --time=30:00 --output="$WORK/out/job-%j.out" \
+  run_job mining COMPLETED PYTHON="$PYTHON" -- \
+      --job-name=dsm-mine-test --ntasks=1 --cpus-per-task=1 --time=30:00 \
       examples/slurm/mine_corpus.sbatch --input "$WEB" --seed-positives "$WORK/data/seed.jsonl" \
         --negatives "$WORK/data/neg.jsonl" --output "$WORK/mine" --max-iterations 1 \
         --auto-accept-fraction 0.5 --domain-min-pages 3 --dim 64 --bucket 50000 \
         --compression none --tasks 2 --slurm-poll-s 2 --slurm-time 20:00 \
-        --slurm-mem-per-cpu-gb 1) || fail "sbatch of the mining job failed"
-  JOBID=${JOBID%%;*}
-  wait_job "$JOBID" mining
-  JOBID_DONE=$JOBID; JOBID=""
+        --slurm-mem-per-cpu-gb 1
+  MINE_JOB=$JOBID_DONE
   shards=$(ls "$WORK"/mine/final/*.jsonl 2>/dev/null | wc -l)
   pages=$(cat "$WORK"/mine/final/*.jsonl 2>/dev/null | wc -l)
   arrays=$(ls -d "$WORK"/mine/logs/*/slurm_logs 2>/dev/null | wc -l)
   (( shards == 2 )) || fail "expected 2 shards (--tasks 2) in $WORK/mine/final, found $shards"
   (( pages > 0 )) || fail "the mining job collected no pages"
   (( arrays > 0 )) || fail "no datatrove Slurm array logs under $WORK/mine/logs"
-  log "mining job $JOBID_DONE: $arrays stage(s) ran as Slurm job arrays, $pages pages in $shards shards"
+  log "mining job $MINE_JOB: $arrays stage(s) ran as Slurm job arrays, $pages pages in $shards shards"
   # a stage array Slurm refuses (more memory than the node has) ends the
   # driver with one error line naming the stage, not a traceback
-  JOBID=$(cd "$REPO" && PYTHON=$PYTHON sbatch --parsable --chdir="$REPO" --job-name=dsm-mine-refused \
-      --ntasks=1 --cpus-per-task=1 --time=10:00 --output="$WORK/out/job-%j.out" \
+  run_job "refused mining" FAILED PYTHON="$PYTHON" -- \
+      --job-name=dsm-mine-refused --ntasks=1 --cpus-per-task=1 --time=10:00 \
       examples/slurm/mine_corpus.sbatch --input "$WEB" --seed-positives "$WORK/data/seed.jsonl" \
-        --output "$WORK/mine_refused" --slurm-poll-s 2 --slurm-mem-per-cpu-gb 100000) \
-    || fail "sbatch of the refused-mining job failed"
-  JOBID=${JOBID%%;*}
-  wait_job "$JOBID" "refused mining" FAILED
-  grep -q "^mine_corpus.py: error: stage extract: sbatch refused its job array" "$WORK/out/job-$JOBID.out" \
+        --output "$WORK/mine_refused" --slurm-poll-s 2 --slurm-mem-per-cpu-gb 100000
+  grep -q "^mine_corpus.py: error: stage extract: sbatch refused its job array" "$LOG" \
     || fail "the refused mining job did not end with the one-line stage error"
-  ! grep -q Traceback "$WORK/out/job-$JOBID.out" || fail "the refused mining job printed a traceback"
-  JOBID=""
-  echo "PASS: slurm mining job $JOBID_DONE ran its stages as datatrove Slurm arrays ($pages pages collected); a refused stage is one error line"
+  ! grep -q Traceback "$LOG" || fail "the refused mining job printed a traceback"
+  echo "PASS: slurm mining job $MINE_JOB ran its stages as datatrove Slurm arrays ($pages pages collected); a refused stage is one error line"
 fi
