@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     from megatron_dsm.rl.rl_config import RLConfig
     from megatron_dsm.rl.toy import items_from_problems, sft_until, toy_items
     from megatron_dsm.training.arguments import parse_args
-    from megatron_dsm.training.checkpointing import read_latest
+    from megatron_dsm.checkpoint import read_latest
     from megatron_dsm.training.loop import Trainer
 
     demo, rest = demo_args(sys.argv[1:] if argv is None else argv)

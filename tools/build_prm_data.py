@@ -27,7 +27,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
 from megatron_dsm.config import ConfigError  # noqa: E402
-from megatron_dsm.jsonl import read_jsonl  # noqa: E402
+from megatron_dsm.io import read_jsonl  # noqa: E402
 from megatron_dsm.data.sft import ChatTemplate  # noqa: E402
 from megatron_dsm.rl.reward_models import (BIRM_LABELS, LABEL_MODES, RewardDataError,  # noqa: E402
                                            read_birm, shepherd_labels, split_steps)

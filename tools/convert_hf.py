@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from megatron_dsm import platform
     from megatron_dsm.config import ConfigError
     from megatron_dsm.models import hf_convert
-    from megatron_dsm.training.checkpointing import CheckpointError
+    from megatron_dsm.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:

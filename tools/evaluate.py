@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from megatron_dsm.config import add_arguments, field, from_namespace, load_yaml  # noqa: E402
+from megatron_dsm.io import atomic_write  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -82,10 +82,7 @@ def _truncate_partial_line(path: Path) -> None:
         return
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
-        keep = data[:data.rfind(b"\n") + 1]
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(keep)
-        os.replace(tmp, path)
+        atomic_write(path, data[:data.rfind(b"\n") + 1])
 
 
 def grade_problem(p, completions: list[str], cfg: EvalConfig, execute=None) -> dict:

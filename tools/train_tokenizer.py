@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
+from megatron_dsm.io import replace_dir  # noqa: E402
+
 TYPES = ("bytelevel-bpe", "sentencepiece-bpe", "sentencepiece-unigram")
 BYTELEVEL_SPECIALS = {"eos_token": "<|endoftext|>", "bos_token": "<|startoftext|>", "pad_token": "<|padding|>"}
 
@@ -106,9 +108,7 @@ def main(argv=None) -> int:
             train_bytelevel(texts, args.vocab_size, tmp)
         else:
             train_sentencepiece(texts, args.vocab_size, args.type.split("-")[1], tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     from megatron_dsm.data.tokenizer import build_tokenizer

@@ -19,13 +19,12 @@ complete (so a second run is a no-op):
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from megatron_dsm.data import indexed
+from megatron_dsm.io import atomic_write, read_jsonl, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "examples" / "data"
@@ -43,19 +42,17 @@ def log(msg: str) -> None:
 def write_text(src: Path, fields: tuple[str, ...], dst: Path, limit: int | None = None) -> int:
     if dst.is_file():
         return -1
-    tmp = dst.with_suffix(f".tmp{os.getpid()}")
-    n = 0
-    with open(src, encoding="utf-8") as f, open(tmp, "w", encoding="utf-8") as g:
-        for line in f:
-            rec = json.loads(line)
+    def texts():
+        n = 0
+        for _, rec in read_jsonl(src):
             text = "\n".join(str(rec[k]).strip() for k in fields if rec.get(k))
             if text:
-                g.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+                yield {"text": text}
                 n += 1
                 if limit and n >= limit:
-                    break
-    os.replace(tmp, dst)
-    return n
+                    return
+
+    return write_jsonl(dst, texts())
 
 
 def _tool(name: str, *args) -> None:
@@ -108,9 +105,7 @@ def build(out: str | Path, vocab_size: int = 4096, workers: int = 2, limit: int 
                f"  - {{name: {name}, weight: {w}, prefixes: [{name}_text_document]}}\n"
                for name, _, _, w in SOURCES)
     if not mixture.is_file() or mixture.read_text() != body:
-        tmp = mixture.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(body)
-        os.replace(tmp, mixture)
+        atomic_write(mixture, body)
     data_path = " ".join(f"{w} {prefixes[name]}" for name, _, _, w in SOURCES)
     (out / "data_path.txt").write_text(data_path + "\n")
     log(f"ready: --mixture {mixture}  or  --data-path \"{data_path}\"")

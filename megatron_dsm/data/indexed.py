@@ -34,6 +34,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from megatron_dsm.io import write_json
+
 INDEX_HEADER = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1
 SIDECAR_VERSION = 1
@@ -86,15 +88,8 @@ def _tmp_name(path: str) -> str:
     return f"{path}.tmp{os.getpid()}"
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = _tmp_name(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def write_sidecar(prefix: str, info: dict) -> None:
-    _atomic_write_bytes(prefix + ".json", (json.dumps(info, indent=1, sort_keys=True) + "\n").encode())
+    write_json(prefix + ".json", info, indent=1, sort_keys=True)
 
 
 def read_sidecar(prefix: str) -> dict | None:

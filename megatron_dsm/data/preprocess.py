@@ -45,6 +45,7 @@ from typing import Iterator
 import numpy as np
 
 from megatron_dsm.config import field
+from megatron_dsm.io import atomic_write, write_jsonl
 from megatron_dsm.data import indexed
 from megatron_dsm.data.tokenizer import build_tokenizer
 
@@ -148,9 +149,7 @@ def save_punkt(params, path: str | Path) -> None:
             "collocations": sorted(list(c) for c in params.collocations),
             "sent_starters": sorted(params.sent_starters),
             "ortho_context": sorted([k, v] for k, v in params.ortho_context.items())}
-    tmp = f"{path}.tmp{os.getpid()}"
-    Path(tmp).write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, sort_keys=True))
 
 
 def load_punkt(path: str | Path):
@@ -662,11 +661,7 @@ def run(cfg: PreprocessConfig) -> dict:
             })
             outputs.append(final)
     rej_path = f"{cfg.output_prefix}.rejects.jsonl"
-    tmp = f"{rej_path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        for r in rejects:
-            f.write((json.dumps(r, ensure_ascii=False) + "\n").encode())
-    os.replace(tmp, rej_path)
+    write_jsonl(rej_path, rejects)
     elapsed = time.time() - t0
     return {"ok": ok, "documents": int(counter["documents"]), "tokens": int(counter["tokens"]),
             "rejected": int(counter["rejected"]), "reasons": _reason_counts(rejects),

@@ -18,7 +18,7 @@ import abc
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from megatron_dsm.jsonl import read_jsonl
+from megatron_dsm.io import read_jsonl
 
 _REGISTRY: dict[str, Callable[..., "Generator"]] = {}
 

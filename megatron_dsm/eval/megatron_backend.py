@@ -28,21 +28,13 @@ class BackendError(ValueError):
 
 def load_model_config(checkpoint: str):
     """The ModelConfig stored in a training-loop checkpoint's common state."""
-    from megatron.core import dist_checkpointing
-
-    from megatron_dsm.models.config import ModelConfig
-    from megatron_dsm.training.checkpointing import CheckpointError, find_checkpoint
+    from megatron_dsm.checkpoint import CheckpointError
+    from megatron_dsm.models import config as model_config
 
     try:
-        ckpt, _ = find_checkpoint(checkpoint)
+        return model_config.from_checkpoint(checkpoint)
     except CheckpointError as e:
         raise BackendError(str(e).replace("--load", "--checkpoint")) from None
-    common = dist_checkpointing.load_common_state_dict(str(ckpt)).get("common", {})
-    mc = common.get("model_config")
-    if not isinstance(mc, dict):
-        raise BackendError(f"--checkpoint {checkpoint}: no model_config in the checkpoint's common "
-                           "state (not written by this project's training loop?)")
-    return ModelConfig(**mc)
 
 
 @register_generator("megatron")
@@ -55,7 +47,7 @@ class MegatronGenerator(Generator):
         from megatron_dsm import platform
         from megatron_dsm.data.tokenizer import build_tokenizer
         from megatron_dsm.models.gpt import build_model, transformer_config
-        from megatron_dsm.training.checkpointing import load_checkpoint
+        from megatron_dsm.checkpoint import load_checkpoint
 
         checkpoint = checkpoint or model
         if not checkpoint:

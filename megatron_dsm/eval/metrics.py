@@ -14,12 +14,12 @@ manner of the paper's Figure 7.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections import defaultdict
 from fractions import Fraction
 from typing import Callable, Iterable, Optional, Sequence
+
+from megatron_dsm import io
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -154,10 +154,7 @@ def format_table(summary: dict) -> str:
 
 
 def write_json(summary: dict, path: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    io.write_json(path, summary, indent=2, sort_keys=True)
 
 
 def plot_k_curves(summary: dict, path: str, title: str = "") -> None:
@@ -186,7 +183,6 @@ def plot_k_curves(summary: dict, path: str, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = f"{path}.tmp.{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)

@@ -15,13 +15,13 @@ machine the extra threads simply time-share.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from megatron_dsm.config import ConfigError, field
+from megatron_dsm.io import atomic_path
 
 POSITIVE = "__label__math"
 NEGATIVE = "__label__other"
@@ -132,12 +132,9 @@ class MathClassifier:
 
     # -- persistence -------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        self.model.save_model(str(tmp))
-        os.replace(tmp, path)
-        return path
+        with atomic_path(path) as tmp:
+            self.model.save_model(str(tmp))
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path, threshold: float = 0.5) -> "MathClassifier":

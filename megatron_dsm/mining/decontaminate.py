@@ -68,8 +68,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
-import json
-import os
 import re
 import unicodedata
 from collections import defaultdict
@@ -79,7 +77,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from megatron_dsm.config import ConfigError, field
-from megatron_dsm.jsonl import read_jsonl
+from megatron_dsm.io import read_jsonl, write_json
 
 try:  # datatrove is the mining engine; the core below works without it.
     from datatrove.data import Document, DocumentsPipeline
@@ -804,16 +802,7 @@ class DecontReport:
                 "items": items, "documents": self.documents}
 
     def write(self, path: str | Path, extra: dict | None = None) -> None:
-        write_json_atomic(path, self.to_dict(extra))
-
-
-def write_json_atomic(path: str | Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)
+        write_json(path, self.to_dict(extra))
 
 
 # ----------------------------------------------------------------------------

@@ -10,11 +10,12 @@ count together).
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlsplit
+
+from megatron_dsm.io import atomic_path
 
 DOMAIN_FIELDS = ("domain", "pages", "recalled", "recalled_fraction", "math_related")
 
@@ -66,14 +67,11 @@ def discover(pages: Iterable[tuple[str, str]], recalled_ids: set[str], min_fract
 
 
 def write_domains(path: str | Path, stats: list[DomainStats]) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(DOMAIN_FIELDS)
         for s in stats:
             w.writerow([s.domain, s.pages, s.recalled, f"{s.recalled_fraction:.4f}", int(s.math_related)])
-    os.replace(tmp, path)
 
 
 def read_domains(path: str | Path) -> list[DomainStats]:

@@ -39,13 +39,20 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from megatron_dsm.config import ConfigError, field
-from megatron_dsm.jsonl import read_jsonl
+from megatron_dsm.io import atomic_write, read_jsonl, replace_dir, write_json
 from megatron_dsm.mining import classifier as clf_mod
 from megatron_dsm.mining import domains as dom_mod
 from megatron_dsm.mining import recall as rec_mod
 from megatron_dsm.mining import url_paths as up_mod
-from megatron_dsm.mining.pipeline import (ExecutorConfig, ExtractText, KeepIds, ScorePages, jsonl_reader,
-                                          jsonl_writer, run_stage)
+from megatron_dsm.mining.pipeline import (
+    ExecutorConfig,
+    ExtractText,
+    KeepIds,
+    ScorePages,
+    jsonl_reader,
+    jsonl_writer,
+    run_stage,
+)
 
 WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz", ".wat", ".wat.gz", ".arc.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
@@ -113,9 +120,7 @@ def classify_inputs(paths: Iterable[str]) -> tuple[list[str], list[str]]:
 
 
 def _paths_file(path: Path, files: list[str]) -> str:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f.lstrip("/") + "\n" for f in files))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(f.lstrip("/") + "\n" for f in files))
     return str(path)
 
 
@@ -162,12 +167,6 @@ class IterationReport:
     overlap_with_previous: float | None
     classifier: dict
     seconds: float
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
 
 
 class MiningRun:
@@ -232,7 +231,7 @@ class MiningRun:
         clf = clf_mod.train(tr_p, tr_n, self.clf_cfg)
         metrics = dataclasses.asdict(clf.evaluate(ho_p + ho_n, [True] * len(ho_p) + [False] * len(ho_n)))
         clf.save(model_path)
-        _write_json(metrics_path, {"metrics": metrics, "positives": len(positives), "negatives": len(negatives)})
+        write_json(metrics_path, {"metrics": metrics, "positives": len(positives), "negatives": len(negatives)})
         return model_path, metrics, len(positives), len(negatives)
 
     def iteration(self, it: int, expansion: set[str], previous_ids: set[str] | None,
@@ -247,7 +246,7 @@ class MiningRun:
             jsonl_reader(pages), ScorePages(str(model_path), index_folder=str(d / "index.partial")),
             jsonl_writer(out, self.ex_cfg.compression)], self.logs, self.ex_cfg)
         if not (d / "index").is_dir():
-            os.replace(d / "index.partial", d / "index")
+            replace_dir(d / "index.partial", d / "index")
         index = list(rec_mod.read_index(d / "index"))
         recalled = rec_mod.select(index, self.cfg.recall_threshold, self.cfg.token_budget)
         rec_mod.write_ids(d / "recalled_ids.txt", recalled)
@@ -292,9 +291,9 @@ class MiningRun:
                 self.log(f"iteration {it}: complete on disk, skipped")
             else:
                 rep = dataclasses.asdict(self.iteration(it, expansion, previous, known))
-                _write_json(done, rep)
+                write_json(done, rep)
             reports.append(rep)
-            _write_json(self.root / "report.json", {"iterations": reports})
+            write_json(self.root / "report.json", {"iterations": reports})
             self.log(format_table(reports))
             known |= {s.domain for s in dom_mod.read_domains(d / "domains.tsv") if s.math_related}
             expansion |= rec_mod.read_ids(d / "expansion_ids.txt")
@@ -332,7 +331,10 @@ def final_steps(cfg: MiningConfig, root: Path) -> list:
 
         steps.append(CorpusDedup(DedupConfig()))
     if cfg.decontaminate_benchmarks:
-        from megatron_dsm.mining.decontaminate import BenchmarkDecontamination, DecontConfig
+        from megatron_dsm.mining.decontaminate import (
+            BenchmarkDecontamination,
+            DecontConfig,
+        )
 
         steps.append(BenchmarkDecontamination(cfg.decontaminate_benchmarks, DecontConfig(),
                                               report_folder=str(root / "decontamination")))

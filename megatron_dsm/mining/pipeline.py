@@ -33,6 +33,7 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from megatron_dsm.config import ConfigError, field
+from megatron_dsm.io import replace_dir
 from megatron_dsm.mining.domains import domain_of
 
 
@@ -47,7 +48,11 @@ class ExtractText(PipelineStep):
         self.detect_language = detect_language
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from megatron_dsm.mining.html_to_text import detect_language, html_to_text, normalise_delimiters
+        from megatron_dsm.mining.html_to_text import (
+            detect_language,
+            html_to_text,
+            normalise_delimiters,
+        )
 
         for doc in data:
             self.stat_update("pages_in")
@@ -228,8 +233,7 @@ def run_stage(name: str, out_dir: Path, build, logs_dir: Path, cfg: ExecutorConf
     incomplete = ex.get_incomplete_ranks()
     if incomplete:
         raise StageError(f"stage {name}: tasks {incomplete[:10]} did not complete; see {logs_dir}/{name}")
-    os.replace(partial, out_dir)
-    return out_dir
+    return replace_dir(partial, out_dir)
 
 
 def jsonl_writer(folder: Path, compression: str = "gzip"):

@@ -12,10 +12,11 @@ paper keeps the top 40B tokens in iteration 1).
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from megatron_dsm.io import atomic_path, atomic_write
 
 INDEX_FIELDS = ("id", "score", "tokens", "url", "title")
 
@@ -35,15 +36,11 @@ class IndexRow:
 
 def write_index(path: str | Path, rows: Iterable[IndexRow]) -> None:
     """One TSV per scoring task, written under a temp name and renamed when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(INDEX_FIELDS)
         for r in rows:
             w.writerow([r.id, f"{r.score:.6f}", r.tokens, _clean(r.url), _clean(r.title)])
-    os.replace(tmp, path)
 
 
 def _clean(s: str | None) -> str:
@@ -82,10 +79,7 @@ def select(rows: Iterable[IndexRow], threshold: float = 0.5, token_budget: int =
 
 
 def write_ids(path: str | Path, ids: Iterable[str]) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(i + "\n" for i in sorted(ids)), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(i + "\n" for i in sorted(ids)))
 
 
 def read_ids(path: str | Path) -> set[str]:

@@ -16,12 +16,12 @@ of the next iteration (the paper's "mathoverflow.net/questions" example).
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlsplit
 
+from megatron_dsm.io import atomic_path
 from megatron_dsm.mining.domains import domain_of
 
 PATH_FIELDS = ("domain", "prefix", "depth", "pages", "recalled", "recalled_fraction", "sample_urls",
@@ -100,16 +100,13 @@ def _cell(s: str) -> str:
 
 
 def write_tsv(path: str | Path, rows: list[PrefixStats]) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(PATH_FIELDS)
         for s in rows:
             w.writerow([s.domain, s.prefix, s.depth, s.pages, s.recalled, f"{s.recalled_fraction:.4f}",
                         " | ".join(_cell(u) for u in s.sample_urls),
                         " | ".join(_cell(t) for t in s.sample_titles), "yes" if s.accept else ""])
-    os.replace(tmp, path)
 
 
 def read_accepted(path: str | Path) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from megatron_dsm.checkpoint import read_model_config
 from megatron_dsm.config import ConfigError, field
 
 
@@ -115,3 +116,13 @@ def preset(name: str, **overrides) -> ModelConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}; choose from {sorted(PRESETS)}")
     return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+def from_dict(values: dict) -> ModelConfig:
+    """A ModelConfig from its ``dataclasses.asdict`` form (lists back to tuples)."""
+    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def from_checkpoint(load: str) -> ModelConfig:
+    """The model config a training-loop checkpoint records."""
+    return from_dict(read_model_config(load))

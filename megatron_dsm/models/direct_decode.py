@@ -53,7 +53,7 @@ def _tp():
 def unsupported_reason(model) -> Optional[str]:
     """None when ``DirectDecoder`` reproduces this model's forward, else why not."""
     from megatron_dsm.models.gpt import whole_model_reason
-    from megatron_dsm.training.checkpointing import unwrap
+    from megatron_dsm.models.gpt import unwrap
 
     why = whole_model_reason(model)
     if why:
@@ -98,7 +98,7 @@ class DirectDecoder:
     """Llama forward over a GPTModel's parameters; see the module docstring."""
 
     def __init__(self, model):
-        from megatron_dsm.training.checkpointing import unwrap
+        from megatron_dsm.models.gpt import unwrap
 
         why = unsupported_reason(model)
         if why:
@@ -331,7 +331,7 @@ class DirectRolloutEngine(RolloutEngine):
         return self.decoder.model
 
     def update_weights(self, model) -> None:
-        from megatron_dsm.training.checkpointing import unwrap
+        from megatron_dsm.models.gpt import unwrap
 
         if unwrap(model) is not self.decoder.model:
             self.decoder = DirectDecoder(model)
@@ -353,7 +353,7 @@ def direct_by_default(model) -> bool:
     """What ``auto`` picks: the direct path where it supports the model and
     the model lives on the CPU (measured there; on a GPU the transformer-engine
     spec has not been checked against it yet, so megatron-core keeps the job)."""
-    from megatron_dsm.training.checkpointing import unwrap
+    from megatron_dsm.models.gpt import unwrap
 
     m = unwrap(model)
     on_cpu = all(p.device.type == "cpu" for p in m.parameters())

@@ -495,14 +495,14 @@ class MegatronRolloutEngine(RolloutEngine):
 
     def __init__(self, model, *, pad_id: int = 0, vocab_size: Optional[int] = None,
                  decode: Optional[Callable[[list[int]], str]] = None):
-        from megatron_dsm.training.checkpointing import unwrap
+        from megatron_dsm.models.gpt import unwrap
 
         self.model = unwrap(model)
         self.pad_id, self.vocab_size, self.decode = pad_id, vocab_size, decode
         self.last_tokens_per_second = 0.0
 
     def update_weights(self, model) -> None:
-        from megatron_dsm.training.checkpointing import unwrap
+        from megatron_dsm.models.gpt import unwrap
 
         self.model = unwrap(model)
 

@@ -16,6 +16,13 @@ from megatron_dsm import platform
 from megatron_dsm.models.config import ModelConfig
 
 
+def unwrap(model):
+    """The GPTModel inside megatron-core's DDP wrapper (keys without 'module.')."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
 def transformer_engine_available() -> bool:
     if not platform.cuda_available():
         return False
@@ -131,8 +138,6 @@ def whole_model_reason(model) -> str | None:
     a model's forward in one piece with their own inputs
     (``direct_decode.unsupported_reason``, ``rl.packing.unsupported_reason``)."""
     from megatron.core import parallel_state as ps
-
-    from megatron_dsm.training.checkpointing import unwrap
 
     m = unwrap(model)
     c = getattr(m, "config", None)

@@ -36,8 +36,12 @@ from pathlib import Path
 
 import torch
 
+from megatron_dsm import checkpoint, platform
 from megatron_dsm.config import ConfigError
+from megatron_dsm.io import atomic_write, write_json
+from megatron_dsm.models import config as model_config
 from megatron_dsm.models.config import ModelConfig
+from megatron_dsm.models.gpt import build_model, transformer_config
 
 
 class HFConvertError(ConfigError):
@@ -380,10 +384,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def import_hf(hf_dir: str, save: str, *, tp: int = 1, pp: int = 1, dtype: str = "auto",
               make_vocab_size_divisible_by: int = 128) -> Path:
     """Convert ``hf_dir`` into ``save/iter_0000000`` (run on TP x PP ranks)."""
-    from megatron_dsm import platform
-    from megatron_dsm.models.gpt import build_model, transformer_config
-    from megatron_dsm.training import checkpointing
-
     hf = read_hf_config(hf_dir)
     cfg = model_config_from_hf(hf, make_vocab_size_divisible_by=make_vocab_size_divisible_by)
     cfg.check_parallel(tp, pp)
@@ -408,7 +408,7 @@ def import_hf(hf_dir: str, save: str, *, tp: int = 1, pp: int = 1, dtype: str = 
     common = {"iteration": 0, "consumed_samples": 0, "scheduler": None,
               "model_config": dataclasses.asdict(cfg), "hf_config": hf,
               "converted_from": str(Path(hf_dir).resolve())}
-    path = checkpointing.save_checkpoint(save, 0, model, None, common)
+    path = checkpoint.save_checkpoint(save, 0, model, None, common)
     if torch.distributed.get_rank() == 0:
         write_model_yaml(Path(save) / "model.yaml", cfg)
     torch.distributed.barrier()
@@ -419,9 +419,7 @@ def write_model_yaml(path: Path, cfg: ModelConfig) -> None:
     """``--config`` file for tools/pretrain.py: the converted model's shape."""
     import yaml
 
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(yaml.safe_dump({"model": dataclasses.asdict(cfg)}, sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write(path, yaml.safe_dump({"model": dataclasses.asdict(cfg)}, sort_keys=False))
 
 
 # ---------------------------------------------------------------------------
@@ -530,29 +528,19 @@ class _ShardWriter:
             weight_map.update({k: final.name for k in names})
         if n > 1:
             idx = {"metadata": {"total_size": self.total}, "weight_map": weight_map}
-            _atomic_json(self.out / "model.safetensors.index.json", idx)
+            write_json(self.out / "model.safetensors.index.json", idx, indent=2)
         return finals
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def export_hf(load: str, hf_dir: str, *, max_shard_bytes: int = 5 * 2**30) -> list[Path]:
     """Write ``hf_dir`` (safetensors + config.json) from a dist checkpoint saved
     at any TP/PP.  Single process; holds one layer at a time."""
-    from megatron.core import dist_checkpointing
-
-    from megatron_dsm.training import checkpointing
-
-    ckpt, _ = checkpointing.find_checkpoint(load)
-    common = dist_checkpointing.load_common_state_dict(str(ckpt)).get("common", {})
-    if "model_config" not in common:
-        raise HFConvertError(f"{ckpt}: no model_config in the checkpoint's common state")
-    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in common["model_config"].items()})
+    ckpt, _ = checkpoint.find_checkpoint(load)
+    common = checkpoint.read_common(load)
+    try:
+        cfg = model_config.from_checkpoint(load)
+    except checkpoint.CheckpointError as e:
+        raise HFConvertError(str(e)) from None
     from torch.distributed.checkpoint import FileSystemReader
 
     meta = FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
@@ -603,6 +591,6 @@ def export_hf(load: str, hf_dir: str, *, max_shard_bytes: int = 5 * 2**30) -> li
         writer.add("lm_head.weight", t["out"][:cfg.vocab_size].clone())
     del t
     files = writer.close()
-    _atomic_json(out / "config.json", hf_config_from_model(cfg, base=common.get("hf_config"),
-                                                           dtype=dtype))
+    write_json(out / "config.json", hf_config_from_model(cfg, base=common.get("hf_config"), dtype=dtype),
+               indent=2)
     return files

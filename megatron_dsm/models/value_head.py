@@ -95,7 +95,7 @@ def checkpoint_has_head(load: str) -> bool:
     """Whether the checkpoint that ``--load`` points at holds value-head weights."""
     from megatron.core import dist_checkpointing
 
-    from megatron_dsm.training.checkpointing import find_checkpoint
+    from megatron_dsm.checkpoint import find_checkpoint
 
     ckpt, _ = find_checkpoint(load)
     meta = dist_checkpointing.load_tensors_metadata(str(ckpt))
@@ -111,7 +111,8 @@ def load_weights(model, load: str) -> dict:
     semantics).  Returns ``{"loaded_from", "head_loaded"}``."""
     from megatron.core import dist_checkpointing
 
-    from megatron_dsm.training.checkpointing import find_checkpoint, unwrap
+    from megatron_dsm.checkpoint import find_checkpoint
+    from megatron_dsm.models.gpt import unwrap
 
     ckpt, iteration = find_checkpoint(load)
     inner = unwrap(model)

@@ -48,7 +48,7 @@ from megatron_dsm.rl import packing
 from megatron_dsm.rl.rl_config import RLConfig
 from megatron_dsm.rl.rollout import (ReferenceModel, RolloutBatch, build_batch, layout_logprobs,
                                      response_logprobs_chunked)
-from megatron_dsm.training.checkpointing import unwrap
+from megatron_dsm.models.gpt import unwrap
 
 
 @dataclasses.dataclass

@@ -52,7 +52,7 @@ import torch
 
 from megatron_dsm import platform
 from megatron_dsm.models.generation import logprobs_of_targets
-from megatron_dsm.training.checkpointing import unwrap
+from megatron_dsm.models.gpt import unwrap
 
 if TYPE_CHECKING:   # rollout.py imports this module
     from megatron_dsm.rl.rollout import RolloutBatch

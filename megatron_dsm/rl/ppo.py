@@ -26,7 +26,7 @@ import torch
 
 from megatron_dsm import platform
 from megatron_dsm.rl import algorithms as alg
-from megatron_dsm.training.checkpointing import unwrap
+from megatron_dsm.models.gpt import unwrap
 
 
 class Critic:

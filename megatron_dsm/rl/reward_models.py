@@ -40,7 +40,7 @@ import torch
 
 from megatron_dsm import platform
 from megatron_dsm.config import ConfigError, field
-from megatron_dsm.jsonl import read_jsonl
+from megatron_dsm.io import read_jsonl
 from megatron_dsm.data.sft import ChatTemplate
 from megatron_dsm.models.config import ModelConfig
 from megatron_dsm.rl import reward_metrics
@@ -301,18 +301,17 @@ class RewardModel:
     def from_checkpoint(cls, load: str, tokenizer, *, tconfig=None, use_te: bool | None = None):
         """Build the value model for the current parallel state and load a
         reward-model checkpoint written by :func:`train_reward_model`."""
-        from megatron.core import dist_checkpointing
-
         from megatron_dsm.models.gpt import transformer_config
         from megatron_dsm.models.value_head import build_value_model, load_weights
-        from megatron_dsm.training.checkpointing import find_checkpoint
+        from megatron_dsm import checkpoint
+        from megatron_dsm.models import config as model_config
 
-        ckpt, _ = find_checkpoint(load)
-        common = dist_checkpointing.load_common_state_dict(str(ckpt)).get("common", {})
+        ckpt, _ = checkpoint.find_checkpoint(load)
+        common = checkpoint.read_common(load)
         rm = common.get("reward_model")
         if not rm:
             raise ConfigError(f"{ckpt}: not a reward-model checkpoint (no 'reward_model' record)")
-        mcfg = ModelConfig(**common["model_config"])
+        mcfg = model_config.from_checkpoint(load)
         if tconfig is None:
             from megatron.core import parallel_state as ps
 

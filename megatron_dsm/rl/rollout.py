@@ -26,7 +26,7 @@ from megatron_dsm import platform
 from megatron_dsm.models.direct_decode import DirectDecoder, direct_by_default
 from megatron_dsm.models.generation import token_logprobs
 from megatron_dsm.rl import packing
-from megatron_dsm.training.checkpointing import unwrap
+from megatron_dsm.models.gpt import unwrap
 
 
 @dataclasses.dataclass

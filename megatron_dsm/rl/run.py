@@ -75,16 +75,13 @@ def iterative_hook(train, rl: RLConfig, outcome, step):
     fresh graded policy samples (10% replay) and the in-process reward reloads it."""
     import dataclasses
 
-    from megatron.core import dist_checkpointing
-
-    from megatron_dsm.models.config import ModelConfig
+    from megatron_dsm import checkpoint
+    from megatron_dsm.models import config as model_config
     from megatron_dsm.rl.iterative import IterativeRMRefresh
     from megatron_dsm.rl.reward_models import RMConfig, RewardModel
-    from megatron_dsm.training.checkpointing import find_checkpoint
 
-    ckpt, _ = find_checkpoint(rl.reward_model)
-    common = dist_checkpointing.load_common_state_dict(str(ckpt)).get("common", {})
-    rm_model = ModelConfig(**common["model_config"])
+    common = checkpoint.read_common(rl.reward_model)
+    rm_model = model_config.from_checkpoint(rl.reward_model)
     rec = common.get("reward_model", {})
     rm_cfg = RMConfig(rm_type="outcome", tokenizer_type=rl.tokenizer_type,
                       tokenizer_model=rl.tokenizer_model, aggregate=rec.get("aggregate", "min"))

@@ -18,11 +18,10 @@ from typing import Callable, Iterable
 
 import torch
 
-from megatron_dsm import platform
+from megatron_dsm import checkpoint, platform
 from megatron_dsm.config import ConfigError
 from megatron_dsm.models.config import ModelConfig
-from megatron_dsm.models.gpt import build_model, layout_independent_init, transformer_config
-from megatron_dsm.training import checkpointing
+from megatron_dsm.models.gpt import build_model, layout_independent_init, transformer_config, unwrap
 from megatron_dsm.training.arguments import TrainConfig
 from megatron_dsm.training.lr_schedule import LRScheduler
 from megatron_dsm.training.logging import MetricsWriter
@@ -90,7 +89,7 @@ class Trainer:
         model_cfg.check_parallel(tp, pp)
         self.num_microbatches = train.num_microbatches(self.dp)
         if train.load:
-            checkpointing.find_checkpoint(train.load)
+            checkpoint.find_checkpoint(train.load)
         check_precision_and_spec(train)
 
         self.dist = platform.initialize_distributed(tp, pp, seed=train.seed)
@@ -157,10 +156,10 @@ class Trainer:
 
     def save(self, extra: dict | None = None, write_files: Callable | None = None):
         """``write_files(dir)``: extra files that must be part of the checkpoint
-        before it is published (see ``checkpointing.save_checkpoint``)."""
+        before it is published (see ``checkpoint.save_checkpoint``)."""
         t0 = time.perf_counter()
-        path = checkpointing.save_checkpoint(
-            self.train_cfg.save, self.iteration, self.model, self.optimizer,
+        path = checkpoint.save_checkpoint(
+            self.train_cfg.save, self.iteration, unwrap(self.model), self.optimizer,
             {**self.common_state(), **(extra or {})}, platform.rng_state(),
             write_files=write_files)
         self.writer.text(f"saved checkpoint {path} in {time.perf_counter() - t0:.2f}s")
@@ -168,7 +167,7 @@ class Trainer:
 
     def load(self) -> dict:
         t = self.train_cfg
-        common = checkpointing.load_checkpoint(t.load, self.model, self.optimizer, finetune=t.finetune)
+        common = checkpoint.load_checkpoint(t.load, unwrap(self.model), self.optimizer, finetune=t.finetune)
         if not t.finetune:
             self.iteration = int(common["iteration"])
             self.consumed_samples = int(common.get("consumed_samples", 0))
@@ -432,7 +431,7 @@ def stage_main(body: Callable[[], object], *errors: type[Exception]) -> int:
 
     try:
         rc = body()
-    except (ConfigError, checkpointing.CheckpointError, TokenizerError, *errors) as e:
+    except (ConfigError, checkpoint.CheckpointError, TokenizerError, *errors) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     finally:

@@ -22,7 +22,7 @@ def main():
     from megatron_dsm import platform
     from megatron_dsm.models import hf_convert
     from megatron_dsm.models.gpt import build_model, transformer_config
-    from megatron_dsm.training.checkpointing import load_checkpoint
+    from megatron_dsm.checkpoint import load_checkpoint
 
     hf_convert.import_hf(hf_dir, save, tp=tp, pp=pp)
     cfg = hf_convert.model_config_from_hf(hf_convert.read_hf_config(hf_dir))

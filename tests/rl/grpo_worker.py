@@ -24,7 +24,7 @@ from megatron_dsm.rl.rewards import RuleReward  # noqa: E402
 from megatron_dsm.rl.rl_config import RLConfig  # noqa: E402
 from megatron_dsm.rl.toy import items_from_problems, toy_items  # noqa: E402
 from megatron_dsm.training.arguments import parse_args  # noqa: E402
-from megatron_dsm.training.checkpointing import unwrap  # noqa: E402
+from megatron_dsm.models.gpt import unwrap  # noqa: E402
 from megatron_dsm.training.logging import parse_line  # noqa: E402
 from megatron_dsm.training.loop import Trainer  # noqa: E402
 

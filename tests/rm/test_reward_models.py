@@ -106,7 +106,7 @@ def test_process_rm_learns_step_labels(tmp_path, tok, dist_cleanup):
 def test_rm_starts_from_a_language_model_checkpoint(tmp_path, tok, dist_cleanup, capsys):
     """--load of an LM checkpoint: backbone weights loaded, head initialised."""
     from megatron_dsm.models.gpt import build_model, layout_independent_init, transformer_config
-    from megatron_dsm.training import checkpointing
+    from megatron_dsm import checkpoint as checkpointing
     import dataclasses
 
     cfg = RMConfig(rm_type="outcome", train_data=[_write(tmp_path / "tr.jsonl", toydata.orm_records(32, seed=4))])

@@ -20,7 +20,7 @@ from megatron_dsm import platform  # noqa: E402
 from megatron_dsm.models.config import ModelConfig  # noqa: E402
 from megatron_dsm.models.gpt import build_model, layout_independent_init, transformer_config  # noqa: E402
 from megatron_dsm.models.value_head import build_value_model, load_weights  # noqa: E402
-from megatron_dsm.training import checkpointing  # noqa: E402
+from megatron_dsm import checkpoint as checkpointing  # noqa: E402
 
 MCFG = ModelConfig(num_layers=2, hidden_size=64, num_attention_heads=4, ffn_hidden_size=176,
                    vocab_size=300, seq_length=32)

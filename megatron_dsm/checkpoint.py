@@ -10,6 +10,10 @@ The model and optimizer are saved as sharded tensors, so a checkpoint written
 at one TP/PP layout loads at another.  RNG states are per rank (one file each)
 and are restored only when the layout is unchanged; the rest (iteration,
 scheduler, data position, config) is common state.
+
+The functions take the model *module* (the GPTModel, not megatron-core's DDP
+wrapper: ``models.gpt.unwrap``), since ``sharded_state_dict`` lives there;
+this module sits below the model code and imports none of it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from megatron.core import dist_checkpointing
+from megatron.core import parallel_state as ps
+
+from megatron_dsm.io import atomic_write, replace_dir
 
 LATEST = "latest_checkpointed_iteration.txt"
 
@@ -86,39 +94,21 @@ def _world() -> int:
     return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _layout() -> dict:
-    from megatron.core import parallel_state as ps
-
     return {"tp": ps.get_tensor_model_parallel_world_size(),
             "pp": ps.get_pipeline_model_parallel_world_size(),
             "world": _world()}
 
 
-def unwrap(model):
-    """The GPTModel inside megatron-core's DDP wrapper (keys without 'module.')."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model
-
-
-def sharded_state(model, optimizer=None, *, is_loading: bool = False) -> dict:
-    model_sd = unwrap(model).sharded_state_dict()
+def sharded_state(module, optimizer=None, *, is_loading: bool = False) -> dict:
+    model_sd = module.sharded_state_dict()
     sd = {"model": model_sd}
     if optimizer is not None:
         sd["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading)
     return sd
 
 
-def save_checkpoint(root: str, iteration: int, model, optimizer, common: dict,
+def save_checkpoint(root: str, iteration: int, module, optimizer, common: dict,
                     rng_state: dict | None = None,
                     write_files: Callable[[Path], None] | None = None) -> Path:
     """Save and publish ``iter_{iteration}``; returns its final path.
@@ -127,8 +117,6 @@ def save_checkpoint(root: str, iteration: int, model, optimizer, common: dict,
     stage's frozen reference model or a critic, to the checkpoint *before*
     it is published, so that a run killed mid-save never leaves a published
     checkpoint without them."""
-    from megatron.core import dist_checkpointing
-
     root_p = Path(root)
     final = iter_dir(root_p, iteration)
     tmp = final.with_name(final.name + ".tmp")
@@ -139,7 +127,7 @@ def save_checkpoint(root: str, iteration: int, model, optimizer, common: dict,
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()
-    sd = sharded_state(model, optimizer)
+    sd = sharded_state(module, optimizer)
     sd["common"] = dict(common, layout=_layout())
     dist_checkpointing.save(sd, str(tmp))
     if rng_state is not None:
@@ -150,24 +138,36 @@ def save_checkpoint(root: str, iteration: int, model, optimizer, common: dict,
     _fault_point("save", iteration)
     _barrier()
     if _rank() == 0:
-        if final.exists():  # re-saving the same iteration: replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _atomic_write(root_p / LATEST, str(iteration))
+        replace_dir(tmp, final)   # re-saving the same iteration replaces it
+        atomic_write(root_p / LATEST, str(iteration), fsync=True)
     _barrier()
     return final
 
 
-def load_checkpoint(load: str, model, optimizer=None, *, finetune: bool = False) -> dict:
+def read_common(load: str) -> dict:
+    """The common (non-tensor) state of the checkpoint ``load`` points at."""
+    ckpt, _ = find_checkpoint(load)
+    return dist_checkpointing.load_common_state_dict(str(ckpt)).get("common", {})
+
+
+def read_model_config(load: str) -> dict:
+    """The model config a training-loop checkpoint records (a dict of
+    ``models.config.ModelConfig`` fields); one clear error when absent."""
+    mc = read_common(load).get("model_config")
+    if not isinstance(mc, dict):
+        raise CheckpointError(f"{load}: no model_config in the checkpoint's common state "
+                              "(not written by this project's training loop?)")
+    return mc
+
+
+def load_checkpoint(load: str, module, optimizer=None, *, finetune: bool = False) -> dict:
     """Load model (and unless ``finetune``, optimizer). Returns the common state
     (with ``rng`` when the layout matches and ``iteration`` reset on finetune)."""
-    from megatron.core import dist_checkpointing
-
     ckpt, iteration = find_checkpoint(load)
     common = dist_checkpointing.load_common_state_dict(str(ckpt)).get("common", {})
-    sd = sharded_state(model, None if finetune else optimizer, is_loading=True)
+    sd = sharded_state(module, None if finetune else optimizer, is_loading=True)
     loaded = dist_checkpointing.load(sd, str(ckpt))
-    unwrap(model).load_state_dict(loaded["model"], strict=True)
+    module.load_state_dict(loaded["model"], strict=True)
     if not finetune and optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
     if finetune:
