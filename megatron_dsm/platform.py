@@ -38,14 +38,7 @@ import socket
 import types
 from typing import Any
 
-import warnings
-
 import torch
-
-# megatron-core warns at import on every rank when TE/apex are absent; the
-# fallbacks it names are what the CPU path uses, and the README says so.
-warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
-warnings.filterwarnings("ignore", message=".*Apex is not installed.*")
 
 # ---------------------------------------------------------------------------
 # device

@@ -32,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from megatron_dsm.config import ConfigError, add_arguments, field, from_namespace  # noqa: E402
+from megatron_dsm.config import ConfigError, add_arguments, field, from_namespace, options  # noqa: E402
 from megatron_dsm.mining.decontaminate import (  # noqa: E402
     BenchmarkIndex, DecontConfig, Decontaminator, DecontReport, open_text, record_texts,
     set_record_text)
 
 
-@dataclasses.dataclass
+@options
 class DecontIO:
     """Files and record shape for the decontamination CLI."""
 

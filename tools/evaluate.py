@@ -13,18 +13,17 @@ problem, the maj@k / pass@k plot are written at the end.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megatron_dsm.config import add_arguments, field, from_namespace, load_yaml  # noqa: E402
+from megatron_dsm.config import add_arguments, field, from_namespace, load_yaml, options  # noqa: E402
 from megatron_dsm.io import atomic_write  # noqa: E402
 
 
-@dataclasses.dataclass
+@options
 class EvalConfig:
     benchmarks: list[str] = field(default_factory=lambda: ["gsm8k"], help="benchmark names")
     output: str = field("runs/eval/generations.jsonl", help="per-problem records (jsonl; resumable)")

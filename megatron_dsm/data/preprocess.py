@@ -44,7 +44,7 @@ from typing import Iterator
 
 import numpy as np
 
-from megatron_dsm.config import field
+from megatron_dsm.config import field, options
 from megatron_dsm.io import atomic_write, write_jsonl
 from megatron_dsm.data import indexed
 from megatron_dsm.data.tokenizer import build_tokenizer
@@ -55,7 +55,7 @@ BATCH_DOCS = 512          # documents per tokenizer call
 BATCH_BYTES = 8 << 20     # ... or this many input bytes, whichever comes first
 
 
-@dataclasses.dataclass
+@options
 class PreprocessConfig:
     """Options of tools/preprocess_data.py (Megatron-LM's flags plus a few)."""
 

@@ -72,7 +72,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from megatron_dsm.config import ConfigError, field
+from megatron_dsm.config import ConfigError, field, options
 from megatron_dsm.data import indexed
 
 FORMATS = ("auto", "messages", "pair", "gsm8k")
@@ -94,7 +94,7 @@ class SFTDataError(ValueError):
 # ---------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
+@options
 class SFTDataConfig:
     """How jsonl records become SFT samples and packs (tools/build_sft_data.py)."""
 

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from megatron_dsm.config import ConfigError, field
+from megatron_dsm.config import ConfigError, field, options
 from megatron_dsm.io import atomic_path
 
 POSITIVE = "__label__math"
@@ -28,7 +28,7 @@ NEGATIVE = "__label__other"
 MAX_CHARS = 100_000  # prediction cost is linear in length; the first 100K characters decide well enough
 
 
-@dataclasses.dataclass
+@options
 class ClassifierConfig:
     dim: int = field(256, help="fastText vector dimension (paper: 256)")
     lr: float = field(0.1, help="fastText learning rate (paper: 0.1)")

@@ -76,7 +76,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from megatron_dsm.config import ConfigError, field
+from megatron_dsm.config import ConfigError, field, options
 from megatron_dsm.io import read_jsonl, write_json
 
 try:  # datatrove is the mining engine; the core below works without it.
@@ -474,7 +474,7 @@ def _read_benchmark_file(path: Path, name: str, fields, id_key, root: Path) -> l
 # Index
 
 
-@dataclasses.dataclass
+@options
 class DecontConfig:
     """Options of the decontamination stage (also the CLI flags)."""
 

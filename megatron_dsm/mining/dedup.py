@@ -23,12 +23,11 @@ task, or datatrove's multi-stage ``minhash`` steps at cluster scale.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-from megatron_dsm.config import ConfigError, field
+from megatron_dsm.config import ConfigError, field, options
 
 try:
     from datatrove.pipeline.base import PipelineStep
@@ -39,7 +38,7 @@ _WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 
 
-@dataclasses.dataclass
+@options
 class DedupConfig:
     """Options of the dedup stage (also CLI flags via megatron_dsm.config)."""
 

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from megatron_dsm.config import ConfigError, field
+from megatron_dsm.config import ConfigError, field, options
 from megatron_dsm.io import atomic_write, read_jsonl, replace_dir, write_json
 from megatron_dsm.mining import classifier as clf_mod
 from megatron_dsm.mining import domains as dom_mod
@@ -58,7 +58,7 @@ WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz", ".wat", ".wat.gz", ".ar
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
 
 
-@dataclasses.dataclass
+@options
 class MiningConfig:
     input: list[str] = field(default_factory=list, help="files or folders of WARC/WET (.warc[.gz], .wet[.gz]) "
                                                           "and jsonl pages (url + text or html)")

@@ -25,14 +25,13 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from megatron_dsm.config import ConfigError, field
+from megatron_dsm.config import ConfigError, field, options
 from megatron_dsm.io import replace_dir
 from megatron_dsm.mining.domains import domain_of
 
@@ -166,7 +165,7 @@ class KeepIds(PipelineStep):
 # executors
 
 
-@dataclass
+@options
 class ExecutorConfig:
     executor: str = field("local", help="datatrove executor", choices=("local", "slurm"))
     tasks: int = field(1, help="datatrove tasks per stage (input files are sharded over tasks)")

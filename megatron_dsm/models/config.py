@@ -3,14 +3,13 @@ untied embeddings) and their mapping to megatron-core's TransformerConfig."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from megatron_dsm.checkpoint import read_model_config
-from megatron_dsm.config import ConfigError, field
+from megatron_dsm.config import ConfigError, field, options
 
 
-@dataclasses.dataclass
+@options
 class ModelConfig:
     num_layers: int = field(2, help="transformer layers")
     hidden_size: int = field(64, help="model width")

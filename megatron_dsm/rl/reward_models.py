@@ -39,7 +39,7 @@ from typing import Callable, ClassVar, Iterable, Sequence
 import torch
 
 from megatron_dsm import platform
-from megatron_dsm.config import ConfigError, field
+from megatron_dsm.config import ConfigError, field, options
 from megatron_dsm.io import read_jsonl
 from megatron_dsm.data.sft import ChatTemplate
 from megatron_dsm.models.config import ModelConfig
@@ -54,7 +54,7 @@ class RewardDataError(ValueError):
     """Bad reward-model data; the message says which file, line and what."""
 
 
-@dataclasses.dataclass
+@options
 class RMConfig:
     """Reward-model options (flags and the ``rm:`` YAML section)."""
 

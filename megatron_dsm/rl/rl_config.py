@@ -17,17 +17,16 @@ Settings of the same loop (paper section 5.2, "unified paradigm"):
 
 from __future__ import annotations
 
-import dataclasses
 from typing import ClassVar
 
-from megatron_dsm.config import ConfigError, field
+from megatron_dsm.config import ConfigError, field, options
 from megatron_dsm.rl.algorithms import AGG_MODES, KL_ESTIMATORS
 
 ALGORITHMS = ("grpo", "rft", "online-rft", "ppo")
 REWARDS = ("rule", "pot", "orm", "prm", "arith-steps")
 
 
-@dataclasses.dataclass
+@options
 class RLConfig:
     yaml_section: ClassVar[str] = "rl"
 

@@ -7,15 +7,14 @@ YAML file (``--config``; sections ``model:`` and ``train:``), the command line.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
-from megatron_dsm.config import (ConfigError, add_arguments, field, from_namespace,
-                                 load_yaml)
+from megatron_dsm.config import (ArgumentParser, ConfigError, add_arguments, check_sections, checked_values, field,
+                                 from_namespace, load_yaml, options)
 from megatron_dsm.models.config import PRESETS, ModelConfig, preset
 
 
-@dataclasses.dataclass
+@options
 class TrainConfig:
     # model
     model: str = field("tiny", help="model preset", choices=sorted(PRESETS))
@@ -101,7 +100,7 @@ class TrainConfig:
 
 
 def build_parser(extra: type | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="megatron-dsm training", allow_abbrev=False)
+    p = ArgumentParser(description="megatron-dsm training", allow_abbrev=False)
     p.add_argument("--config", default=None, help="YAML recipe (sections: model, train)")
     add_arguments(p, TrainConfig, "training")
     add_arguments(p, ModelConfig, "model overrides")
@@ -110,26 +109,21 @@ def build_parser(extra: type | None = None) -> argparse.ArgumentParser:
     return p
 
 
-_MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
-
-
 def parse_args(argv=None, extra: type | None = None):
-    """Returns (TrainConfig, ModelConfig[, extra]) from YAML + command line."""
+    """Returns (TrainConfig, ModelConfig[, extra]) from YAML + command line;
+    every value is checked (``config.checked_values``) before anything runs."""
     parser = build_parser(extra)
-    ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    ns = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
     train_yaml, model_yaml, extra_yaml = {}, {}, {}
-    if ns.config:
-        train_yaml = load_yaml(ns.config, "train")
-        model_yaml = load_yaml(ns.config, "model")
+    if ns["config"]:
+        extra_section = getattr(extra, "yaml_section", "extra") if extra is not None else None
+        check_sections(ns["config"], ["train", "model"] + ([extra_section] if extra_section else []))
+        train_yaml = load_yaml(ns["config"], "train")
+        model_yaml = load_yaml(ns["config"], "model")
         if extra is not None:
-            extra_yaml = load_yaml(ns.config, getattr(extra, "yaml_section", "extra"))
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    tvals = {k: v for k, v in vars(ns).items() if k in train_fields}
-    train = from_namespace(TrainConfig, tvals, train_yaml)
-    mvals = {k: v for k, v in vars(ns).items() if k in _MODEL_FIELDS and v is not None}
-    model_cfg = preset(train.model, **{**model_yaml, **mvals})
+            extra_yaml = load_yaml(ns["config"], extra_section)
+    train = from_namespace(TrainConfig, ns, train_yaml)
+    model_cfg = preset(train.model, **checked_values(ModelConfig, ns, model_yaml))
     if extra is None:
         return train, model_cfg
-    extra_fields = {f.name for f in dataclasses.fields(extra)}
-    evals = {k: v for k, v in vars(ns).items() if k in extra_fields}
-    return train, model_cfg, from_namespace(extra, evals, extra_yaml)
+    return train, model_cfg, from_namespace(extra, ns, extra_yaml)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from megatron_dsm import platform
-from megatron_dsm.config import ConfigError, field
+from megatron_dsm.config import ConfigError, field, options
 from megatron_dsm.data.sft import PackedSFTDataset, SFTDataError, packed_seq_params
 from megatron_dsm.models.config import ModelConfig
 from megatron_dsm.training.arguments import TrainConfig
@@ -45,7 +45,7 @@ from megatron_dsm.training.arguments import TrainConfig
 ATTENTION = ("auto", "mask", "thd")
 
 
-@dataclasses.dataclass
+@options
 class SFTConfig:
     """SFT-only options (flags and the ``sft:`` YAML section)."""
 
