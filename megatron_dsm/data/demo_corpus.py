@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from megatron_dsm.data import indexed
+from megatron_dsm.data.tokenizer import build_tokenizer
 from megatron_dsm.io import atomic_write, read_jsonl, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,8 +84,6 @@ def build(out: str | Path, vocab_size: int = 4096, workers: int = 2, limit: int 
     else:
         _tool("train_tokenizer", "--input", *texts.values(), "--json-keys", "text", "--type", "bytelevel-bpe",
               "--vocab-size", vocab_size, "--output", tok_dir)
-    from megatron_dsm.data.tokenizer import build_tokenizer
-
     fingerprint = build_tokenizer("hf", tok_dir).fingerprint
 
     prefixes = {}

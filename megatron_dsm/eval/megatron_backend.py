@@ -19,7 +19,13 @@ from typing import Optional, Sequence
 
 import torch
 
+from megatron_dsm import platform
+from megatron_dsm.checkpoint import CheckpointError, load_checkpoint
+from megatron_dsm.data.tokenizer import build_tokenizer
 from megatron_dsm.eval.generation import Generator, register_generator, truncate_at_stop
+from megatron_dsm.models import config as model_config
+from megatron_dsm.models.generation import SamplingParams, generate
+from megatron_dsm.models.gpt import build_model, transformer_config
 
 
 class BackendError(ValueError):
@@ -28,9 +34,6 @@ class BackendError(ValueError):
 
 def load_model_config(checkpoint: str):
     """The ModelConfig stored in a training-loop checkpoint's common state."""
-    from megatron_dsm.checkpoint import CheckpointError
-    from megatron_dsm.models import config as model_config
-
     try:
         return model_config.from_checkpoint(checkpoint)
     except CheckpointError as e:
@@ -44,11 +47,6 @@ class MegatronGenerator(Generator):
     def __init__(self, checkpoint: Optional[str] = None, tokenizer: Optional[str] = None, *,
                  model: Optional[str] = None, tokenizer_type: str = "auto", tp: int = 1,
                  seed: int = 0, add_bos: bool = False, verbose: bool = True):
-        from megatron_dsm import platform
-        from megatron_dsm.data.tokenizer import build_tokenizer
-        from megatron_dsm.models.gpt import build_model, transformer_config
-        from megatron_dsm.checkpoint import load_checkpoint
-
         checkpoint = checkpoint or model
         if not checkpoint:
             raise BackendError("the megatron back end needs --checkpoint DIR")
@@ -81,8 +79,6 @@ class MegatronGenerator(Generator):
 
     def generate(self, prompts: list[str], *, max_new_tokens: int = 512, temperature: float = 0.0,
                  top_p: float = 1.0, n: int = 1, stop: Optional[Sequence[str]] = None) -> list[list[str]]:
-        from megatron_dsm.models.generation import SamplingParams, generate
-
         params = SamplingParams(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n,
             stop_ids=tuple(i for i in (self.tok.eod,) if i is not None),

@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from megatron_dsm import platform
-from megatron_dsm.models.generation import (GenerationError, RolloutEngine, SamplingParams,
-                                            generate)
+from megatron_dsm.models.generation import (GenerationError, MegatronRolloutEngine, RolloutEngine,
+                                            SamplingParams, attention_mask, generate)
+from megatron_dsm.models.gpt import unwrap, whole_model_reason
 
 
 def _tp():
@@ -52,9 +53,6 @@ def _tp():
 
 def unsupported_reason(model) -> Optional[str]:
     """None when ``DirectDecoder`` reproduces this model's forward, else why not."""
-    from megatron_dsm.models.gpt import whole_model_reason
-    from megatron_dsm.models.gpt import unwrap
-
     why = whole_model_reason(model)
     if why:
         return why
@@ -98,8 +96,6 @@ class DirectDecoder:
     """Llama forward over a GPTModel's parameters; see the module docstring."""
 
     def __init__(self, model):
-        from megatron_dsm.models.gpt import unwrap
-
         why = unsupported_reason(model)
         if why:
             raise GenerationError(f"direct decoding does not support this model: {why}")
@@ -311,8 +307,6 @@ def prefill_mask(real: torch.Tensor) -> torch.Tensor:
     a pad query also sees itself, so that no softmax row is empty (SDPA
     returns NaN there, and a NaN value times a zero weight is still NaN in
     the rows that follow)."""
-    from megatron_dsm.models.generation import attention_mask
-
     s = real.size(1)
     return ~attention_mask(real, s) | torch.eye(s, dtype=torch.bool, device=real.device)
 
@@ -331,8 +325,6 @@ class DirectRolloutEngine(RolloutEngine):
         return self.decoder.model
 
     def update_weights(self, model) -> None:
-        from megatron_dsm.models.gpt import unwrap
-
         if unwrap(model) is not self.decoder.model:
             self.decoder = DirectDecoder(model)
         else:
@@ -353,8 +345,6 @@ def direct_by_default(model) -> bool:
     """What ``auto`` picks: the direct path where it supports the model and
     the model lives on the CPU (measured there; on a GPU the transformer-engine
     spec has not been checked against it yet, so megatron-core keeps the job)."""
-    from megatron_dsm.models.gpt import unwrap
-
     m = unwrap(model)
     on_cpu = all(p.device.type == "cpu" for p in m.parameters())
     return on_cpu and unsupported_reason(m) is None
@@ -362,8 +352,6 @@ def direct_by_default(model) -> bool:
 
 def engine_for(kind: str, model, **kw) -> RolloutEngine:
     """The rollout engine ``kind`` names; ``auto``: see ``direct_by_default``."""
-    from megatron_dsm.models.generation import MegatronRolloutEngine
-
     if kind not in ENGINES:
         raise GenerationError(f"unknown rollout engine {kind!r}; choose one of {ENGINES}")
     if kind == "megatron" or (kind == "auto" and not direct_by_default(model)):

@@ -13,6 +13,7 @@ import math
 import torch
 
 from megatron_dsm import platform
+from megatron_dsm.models.attention import LeanDotProductAttention
 from megatron_dsm.models.config import ModelConfig
 
 
@@ -43,8 +44,6 @@ def layer_spec(use_te: bool | None = None):
     spec = specs.get_gpt_layer_local_spec(normalization="RMSNorm")
     # megatron-core's DotProductAttention with the causal mask folded into
     # the score product (models/attention.py says where and why)
-    from megatron_dsm.models.attention import LeanDotProductAttention
-
     spec.submodules.self_attention.submodules.core_attention = LeanDotProductAttention
     return spec
 

@@ -30,8 +30,10 @@ from __future__ import annotations
 import torch
 
 from megatron_dsm import platform
+from megatron_dsm.checkpoint import find_checkpoint
 from megatron_dsm.config import ConfigError
 from megatron_dsm.models.config import ModelConfig
+from megatron_dsm.models.gpt import layer_spec, unwrap
 
 HEAD_PREFIX = "value_head."
 
@@ -72,8 +74,6 @@ def build_value_model(cfg: ModelConfig, tconfig, *, use_te: bool | None = None,
     ``models.gpt.build_model``); usable as ``Trainer(model_builder=...)``."""
     from megatron.core import parallel_state
 
-    from megatron_dsm.models.gpt import layer_spec
-
     if pre_process is None:
         pre_process = parallel_state.is_pipeline_first_stage()
     if post_process is None:
@@ -95,8 +95,6 @@ def checkpoint_has_head(load: str) -> bool:
     """Whether the checkpoint that ``--load`` points at holds value-head weights."""
     from megatron.core import dist_checkpointing
 
-    from megatron_dsm.checkpoint import find_checkpoint
-
     ckpt, _ = find_checkpoint(load)
     meta = dist_checkpointing.load_tensors_metadata(str(ckpt))
     return any(k.startswith(HEAD_PREFIX) for k in meta)
@@ -110,9 +108,6 @@ def load_weights(model, load: str) -> dict:
     model: pretrained or SFT).  Optimizer state is not touched (finetune
     semantics).  Returns ``{"loaded_from", "head_loaded"}``."""
     from megatron.core import dist_checkpointing
-
-    from megatron_dsm.checkpoint import find_checkpoint
-    from megatron_dsm.models.gpt import unwrap
 
     ckpt, iteration = find_checkpoint(load)
     inner = unwrap(model)
