@@ -86,6 +86,8 @@ def plan(argv: list[str], defaults: dict | None = None) -> tuple[str, int]:
     ns, rest = build_parser().parse_known_args(argv)
     cfg = from_namespace(PlanConfig, ns, defaults)
     stage = cfg.stage or infer_stage(ns.config)
+    if cfg.rollout_batch is not None and stage != "rl":
+        raise ConfigError(f"--rollout-batch is for the rl stage, not {stage}")
     recipe = load_recipe(stage, (["--config", ns.config] if ns.config else []) + rest)
     cluster = Cluster(cfg.nodes, cfg.gpus_per_node, cfg.gpu_memory, cfg.reserve)
     layout = given_layout(recipe, cfg)

@@ -92,6 +92,11 @@ def stage_params(model: ModelConfig, tp: int, pp: int, *, value_head: bool = Fal
     return {"first": layers + emb, "last": layers + head + h}
 
 
+def width(recipe: Recipe) -> int:
+    """Bytes of a weight or activation element: bf16 on GPU unless the recipe says fp32."""
+    return 2 if recipe.bf16 else 4
+
+
 def state_bytes(params: int, *, bf16: bool, distributed: bool, dp: int) -> tuple[int, int, int]:
     """(weights, gradient buffer, optimizer) bytes of a trained model's ``params``."""
     weights = params * (2 if bf16 else 4)
@@ -107,27 +112,27 @@ def layer_activation_bytes(model: ModelConfig, recipe: Recipe, tp: int, tokens: 
     """Bytes one layer keeps for backward over ``tokens`` = s·b tokens (formula above)."""
     h, f = model.hidden_size, model.ffn_hidden_size
     gd = model.kv_heads * (h // model.num_attention_heads)
-    width = 2 if recipe.bf16 else 4
     replicated = 4 * h / (tp if recipe.train.sequence_parallel else 1)
     elems = tokens * (replicated + (2 * h + 2 * gd + 3 * f) / tp)
     if not recipe.flash_attention:
         elems += model.num_attention_heads * seq * tokens / tp
-    return int(elems * width)
+    return int(elems * width(recipe))
 
 
 def recompute_bytes(model: ModelConfig, recipe: Recipe, tp: int, tokens: int) -> int:
     """Bytes one layer keeps under full recompute: its input."""
-    width = 2 if recipe.bf16 else 4
-    return int(tokens * model.hidden_size * width / (tp if recipe.train.sequence_parallel else 1))
+    split = tp if recipe.train.sequence_parallel else 1
+    return int(tokens * model.hidden_size * width(recipe) / split)
 
 
-def forward_working_bytes(model: ModelConfig, tp: int, tokens: int, width: int) -> int:
+def forward_working_bytes(recipe: Recipe, tp: int, tokens: int) -> int:
     """One layer's live tensors in a forward without grad: residual, norm
     output and layer output 3h, the MLP's gate/up and product 3f/t."""
-    return int(tokens * (3 * model.hidden_size + 3 * model.ffn_hidden_size / tp) * width)
+    m = recipe.model
+    return int(tokens * (3 * m.hidden_size + 3 * m.ffn_hidden_size / tp) * width(recipe))
 
 
-def activation_bytes(recipe: Recipe, layout: Layout, facts: Facts, in_flight: int) -> int:
+def activation_bytes(recipe: Recipe, layout: Layout, in_flight: int) -> int:
     """Activations of the trained model on a stage holding ``in_flight`` micro-batches."""
     model, tp = recipe.model, layout.tp
     s = model.seq_length
@@ -143,7 +148,7 @@ def logits_bytes(recipe: Recipe, layout: Layout, facts: Facts) -> int:
     """bf16 logits of a micro-batch plus the fp32 copies the loss keeps."""
     if recipe.stage == "rm":
         return 0
-    per_logit = (2 if recipe.bf16 else 4) + (8 if recipe.stage == "rl" else 4)
+    per_logit = width(recipe) + (8 if recipe.stage == "rl" else 4)
     return recipe.model.seq_length * layout.micro_batch * facts.padded_vocab // layout.tp * per_logit
 
 
@@ -153,10 +158,10 @@ def add_states(est: Estimate, label: str, params: dict[str, int], recipe: Recipe
     ``columns`` maps each estimate column to a key of ``params``."""
     parts = {c: state_bytes(params[k], bf16=recipe.bf16, distributed=layout.distributed_optimizer,
                             dp=facts.dp) for c, k in columns.items()}
-    width = "bf16" if recipe.bf16 else "fp32"
+    dtype = "bf16" if recipe.bf16 else "fp32"
     opt = "fp32 master + Adam m, v" if recipe.bf16 else "Adam m, v"
     shard = f", sharded over DP={facts.dp}" if layout.distributed_optimizer else ""
-    est.add(f"{label}weights ({width})", {c: p[0] for c, p in parts.items()})
+    est.add(f"{label}weights ({dtype})", {c: p[0] for c, p in parts.items()})
     est.add(f"{label}gradients (fp32 buffer)", {c: p[1] for c, p in parts.items()})
     est.add(f"{label}optimizer ({opt}{shard})", {c: p[2] for c, p in parts.items()})
 
@@ -171,7 +176,7 @@ def estimate(recipe: Recipe, layout: Layout, facts: Facts) -> Estimate:
     add_states(est, "", params, recipe, layout, facts, {c: k for k, c in columns.items()})
     in_flight = {"all": 1, "first": min(layout.pp, facts.num_microbatches), "last": 1}
     est.add(activation_label(recipe, layout),
-            {c: activation_bytes(recipe, layout, facts, in_flight[k]) for k, c in columns.items()})
+            {c: activation_bytes(recipe, layout, in_flight[k]) for k, c in columns.items()})
     last = columns.get("last", "per GPU")
     est.add("logits (bf16 + fp32 for the loss)", {last: logits_bytes(recipe, layout, facts)})
     return est
@@ -193,38 +198,43 @@ def reward_model_config(recipe: Recipe) -> ModelConfig:
 
 def estimate_rl(recipe: Recipe, layout: Layout, facts: Facts) -> Estimate:
     """Per-phase memory of the RL stage: rollout, reference pass, policy update."""
-    rl, model, tp = recipe.rl, recipe.model, layout.tp
+    rl = recipe.rl
     has_ref = rl.beta > 0 and rl.algorithm in ("grpo", "ppo")
     cols = ("rollout", "reference", "train") if has_ref else ("rollout", "train")
-    params = stage_params(model, tp, 1)["all"]
+    params = stage_params(recipe.model, layout.tp, 1)["all"]
     est = Estimate(cols, params=params)
     add_states(est, "policy ", {"all": params}, recipe, layout, facts, {c: "all" for c in cols})
-    width = 2 if recipe.bf16 else 4
-    rows = layout.rollout_batch or facts.rows_per_rank
-    s = model.seq_length
-    prompt = max(s - rl.max_new_tokens, 1)
-    d = model.hidden_size // model.num_attention_heads
-    kv = model.num_layers * 2 * rows * s * (model.kv_heads // tp) * d * width
-    est.add(f"KV cache ({rows} rows x {s} tokens)", {"rollout": kv})
-    est.add(f"prefill working set ({rows} rows x {prompt} prompt tokens, 1 layer)",
-            {"rollout": forward_working_bytes(model, tp, rows * prompt, width)})
-    est.add("sampling logits (full vocabulary, last column)",
-            {"rollout": rows * facts.padded_vocab * (width + 8)})
-    ref = params * width
+    add_rollout(est, recipe, layout, facts)
+    frozen = params * width(recipe)
     if has_ref:
-        where = {"reference": ref} if rl.offload_reference else {c: ref for c in cols}
+        where = {"reference": frozen} if rl.offload_reference else dict.fromkeys(cols, frozen)
         note = "on the GPU for its pass only" if rl.offload_reference else "resident"
         est.add(f"reference weights ({note})", where)
-        tokens = s * layout.micro_batch
+        tokens = recipe.model.seq_length * layout.micro_batch
         est.add("reference forward (1 layer + logits)",
-                {"reference": forward_working_bytes(model, tp, tokens, width)
+                {"reference": forward_working_bytes(recipe, layout.tp, tokens)
                  + logits_bytes(recipe, layout, facts)})
     if rl.algorithm == "rft":
-        est.add("initial model weights (RFT)", {c: ref for c in cols})
+        est.add("initial model weights (RFT)", dict.fromkeys(cols, frozen))
     add_rl_models(est, recipe, layout, facts, cols)
-    est.add(activation_label(recipe, layout), {"train": activation_bytes(recipe, layout, facts, 1)})
+    est.add(activation_label(recipe, layout), {"train": activation_bytes(recipe, layout, 1)})
     est.add("logits (bf16 + fp32 log-probs)", {"train": logits_bytes(recipe, layout, facts)})
     return est
+
+
+def add_rollout(est: Estimate, recipe: Recipe, layout: Layout, facts: Facts) -> None:
+    """KV cache, prefill working set and sampling logits of the rows sampled at once."""
+    model, tp, w = recipe.model, layout.tp, width(recipe)
+    rows = layout.rollout_batch or facts.rows_per_rank
+    s = model.seq_length
+    prompt = max(s - recipe.rl.max_new_tokens, 1)
+    d = model.hidden_size // model.num_attention_heads
+    kv = model.num_layers * 2 * rows * s * (model.kv_heads // tp) * d * w
+    est.add(f"KV cache ({rows} rows x {s} tokens)", {"rollout": kv})
+    est.add(f"prefill working set ({rows} rows x {prompt} prompt tokens, 1 layer)",
+            {"rollout": forward_working_bytes(recipe, tp, rows * prompt)})
+    est.add("sampling logits (full vocabulary, last column)",
+            {"rollout": rows * facts.padded_vocab * (w + 8)})
 
 
 def add_rl_models(est: Estimate, recipe: Recipe, layout: Layout, facts: Facts,
@@ -237,7 +247,7 @@ def add_rl_models(est: Estimate, recipe: Recipe, layout: Layout, facts: Facts,
             add_states(est, "reward model ", {"all": rm}, recipe, layout, facts,
                        {c: "all" for c in cols})
         else:
-            est.add("reward model weights", {c: rm * (2 if recipe.bf16 else 4) for c in cols})
+            est.add("reward model weights", dict.fromkeys(cols, rm * width(recipe)))
     if rl.algorithm == "ppo":
         critic = stage_params(recipe.model, layout.tp, 1, value_head=True)["all"]
         add_states(est, "critic ", {"all": critic}, recipe, layout, facts, {c: "all" for c in cols})

@@ -26,8 +26,8 @@ def rules(recipe: Recipe, v: Verdict) -> str:
            f"{f.num_microbatches}", f"vocab padded to {f.padded_vocab}"]
     if recipe.stage == "rl":
         rl = recipe.rl
-        out += [f"B x G = {rl.prompts_per_step} x {rl.group_size} = global batch", "PP = 1 (in-process rollouts)",
-                f"B/DP x G = {f.rows_per_rank} rows per rank by micro {lo.micro_batch}"]
+        out += [f"B x G = {rl.prompts_per_step} x {rl.group_size} = global batch",
+                "PP = 1 (in-process rollouts)", f"B/DP x G = {f.rows_per_rank} rows per rank by micro {lo.micro_batch}"]
     if recipe.stage == "rm":
         out.append("PP = 1 (in-process scoring)")
     if recipe.sft_thd:

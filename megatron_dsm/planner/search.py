@@ -19,7 +19,7 @@ import dataclasses
 import itertools
 
 from megatron_dsm.config import ConfigError
-from megatron_dsm.planner.memory import GiB, Estimate, estimate
+from megatron_dsm.planner.memory import Estimate, GiB, estimate
 from megatron_dsm.planner.stages import Facts, Layout, Recipe, check
 
 TP_CHOICES = (1, 2, 4, 8)

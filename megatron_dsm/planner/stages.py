@@ -161,8 +161,6 @@ def check(recipe: Recipe, layout: Layout, world: int) -> Facts:
         if layout.rollout_batch is not None and not 1 <= layout.rollout_batch <= rows:
             raise ConfigError(f"rollout batch {layout.rollout_batch} must be between 1 and the "
                               f"{rows} responses per rank")
-    elif layout.rollout_batch is not None:
-        raise ConfigError("--rollout-batch is for the rl stage")
     if recipe.stage == "rm":
         recipe.extra.check_pipeline(layout.pp)
     if recipe.sft_thd and layout.micro_batch != 1:
