@@ -4,7 +4,7 @@
 #   bash examples/grpo_dsm.sh                      # tiny policy, generated arithmetic task, CPU
 #   TP=2 NPROC=2 bash examples/grpo_dsm.sh         # tensor parallel on 2 CPU processes
 #   CONFIG=examples/configs/deepseekmath_rl_7b.yaml DATA_PATH=/data/gsm8k_math_cot_144k.jsonl \
-#     LOAD=/ckpt/dsm-instruct-7b NPROC=8 NNODES=16 ... bash examples/grpo_dsm.sh
+#     LOAD=/ckpt/dsm-instruct-7b NPROC=8 NNODES=8 ... bash examples/grpo_dsm.sh
 #
 # Environment: NPROC (processes per node), TP, PP (in-process rollouts need
 # PP=1), NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, TRAIN_ITERS, SAVE_DIR,
@@ -13,6 +13,9 @@
 # any extra arguments pass through to tools/grpo.py.  A SAVE_DIR that already
 # holds a checkpoint is resumed (policy, optimizer, RL iteration, data position,
 # reference model).
+# TP and PP override a recipe's (CONFIG) layout only when set.  DRY_RUN=1
+# prints the torchrun command and the planner's report (tools/plan.py) for
+# the parsed arguments on NNODES x NPROC GPUs instead of training.
 set -euo pipefail
 source "$(dirname "$0")/launch_common.sh" runs/grpo_tiny
 

@@ -11,6 +11,9 @@
 # recipe YAML); any extra arguments pass through to tools/pretrain.py.
 # A SAVE_DIR that already holds a checkpoint is resumed; else LOAD (a checkpoint
 # of another recipe) is loaded with --finetune.
+# TP and PP override a recipe's (CONFIG) layout only when set.  DRY_RUN=1
+# prints the torchrun command and the planner's report (tools/plan.py) for
+# the parsed arguments on NNODES x NPROC GPUs instead of training.
 set -euo pipefail
 source "$(dirname "$0")/launch_common.sh" runs/pretrain_tiny
 
@@ -22,7 +25,7 @@ elif [ -z "${CONFIG:-}" ]; then
   # Nothing given: the demo corpus, built offline by the project's own tools
   # (tokenizer trained on vendored GSM8K/MATH text, tools/preprocess_data.py).
   DEMO_DIR=${DEMO_DIR:-runs/demo_corpus}
-  bash examples/build_demo_corpus.sh "$DEMO_DIR" >&2
+  prepare bash examples/build_demo_corpus.sh "$DEMO_DIR" >&2
   args+=(--mixture "$DEMO_DIR/mixture.yaml" --lr 3e-3 --lr-warmup-iters 10 --lr-decay-style cosine
          --min-lr 3e-4 --micro-batch-size 4 --global-batch-size 16 --log-interval 5
          --eval-interval 100 --eval-iters 2)

@@ -17,6 +17,9 @@
 # PRETRAIN_DIR (default runs/pretrain_tiny) when that checkpoint exists (else
 # from its initialisation).  A SAVE_DIR that already holds a checkpoint is
 # resumed instead.
+# TP and PP override a recipe's (CONFIG) layout only when set.  DRY_RUN=1
+# prints the torchrun command and the planner's report (tools/plan.py) for
+# the parsed arguments on NNODES x NPROC GPUs instead of training.
 set -euo pipefail
 source "$(dirname "$0")/launch_common.sh" runs/sft_tiny
 
@@ -29,10 +32,10 @@ elif [ -z "${CONFIG:-}" ]; then
   GSM8K=examples/data/gsm8k/train.jsonl
   [ -f "$GSM8K" ] || GSM8K=../shared/data/train/gsm8k/train.jsonl
   [ -f "$GSM8K" ] || { echo "error: no GSM8K train split (examples/data/gsm8k or ../shared/data/train/gsm8k)" >&2; exit 2; }
-  bash examples/build_demo_corpus.sh "$DEMO_DIR" >&2
+  prepare bash examples/build_demo_corpus.sh "$DEMO_DIR" >&2
   SFT_PREFIX=${SFT_DATA_DIR:-runs/sft_data}/gsm8k_sft_$SEQ
   if [ ! -f "$SFT_PREFIX.json" ]; then
-    "$PY" tools/build_sft_data.py --input "$GSM8K" --format gsm8k --output-prefix "$SFT_PREFIX" \
+    prepare "$PY" tools/build_sft_data.py --input "$GSM8K" --format gsm8k --output-prefix "$SFT_PREFIX" \
       --tokenizer-model "$DEMO_DIR/tokenizer" --seq-length "$SEQ" >&2
   fi
   args+=(--data-path "$SFT_PREFIX" --seq-length "$SEQ" --lr 1e-3 --lr-decay-style constant

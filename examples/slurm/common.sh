@@ -8,7 +8,8 @@
 #   dsm_run_per_node NAME SCRIPT ARGS...
 #                            one Slurm task per node runs `bash SCRIPT ARGS...`,
 #                            whose torchrun starts NPROC ranks (NPROC, else the
-#                            GPUs Slurm gave the node, else 1)
+#                            GPUs Slurm gave the node, else 1); with DRY_RUN
+#                            set, SCRIPT runs once here and prints its plan
 
 dsm_slurm_setup() {
   [[ -n "${SLURM_JOB_ID:-}" ]] || { echo "error: not inside a Slurm allocation: submit with sbatch" >&2; exit 2; }
@@ -35,6 +36,9 @@ dsm_run_per_node() {
   fi
   export NPROC
   echo "$name: job $SLURM_JOB_ID, $NNODES node(s) x $NPROC rank(s), master $MASTER_ADDR:$MASTER_PORT"
+  if [[ -n "${DRY_RUN:-}" ]]; then
+    exec bash "$script" "$@"      # the script prints the planner's report; no srun
+  fi
   "${SRUN[@]}" --ntasks="$NNODES" --ntasks-per-node=1 bash -c '
     export NNODES=$SLURM_NNODES NODE_RANK=$SLURM_NODEID
     exec bash "$0" "$@"' "$script" "$@"

@@ -142,13 +142,7 @@ class RLLoop:
             raise ValueError("algorithm=ppo needs a critic (rl.ppo.Critic)")
         t = trainer.train_cfg
         self.dp_rank, self.dp_size, _ = _dp()
-        if cfg.prompts_per_step % self.dp_size:
-            raise ValueError(f"prompts_per_step {cfg.prompts_per_step} is not divisible by the "
-                             f"data-parallel size {self.dp_size}")
-        self.rows_per_rank = cfg.prompts_per_step // self.dp_size * cfg.group_size
-        if self.rows_per_rank % t.micro_batch_size:
-            raise ValueError(f"{self.rows_per_rank} responses per rank (B/DP x G) is not divisible "
-                             f"by micro_batch_size {t.micro_batch_size}")
+        self.rows_per_rank = cfg.rows_per_rank(self.dp_size, t.micro_batch_size)
         self.pad_id = int(getattr(tokenizer, "pad", None) or 0)
         self.eod = int(tokenizer.eod)
         self.vocab_size = trainer.model_cfg.vocab_size

@@ -78,6 +78,12 @@ class RMConfig:
         if not self.step_separator:
             raise ConfigError("rm: step_separator must not be empty")
 
+    @staticmethod
+    def check_pipeline(pp: int) -> None:
+        """Scoring is in process (RewardModel.score), through the whole model."""
+        if pp != 1:
+            raise ConfigError("reward models run with --pipeline-model-parallel-size 1 (scoring is in process)")
+
 
 # ---------------------------------------------------------------------------
 # examples
@@ -387,8 +393,7 @@ def train_reward_model(train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig
 
     if not cfg.train_data:
         raise ConfigError("no reward-model data: give --train-data FILE.jsonl")
-    if train.pipeline_model_parallel_size != 1:
-        raise ConfigError("reward models run with --pipeline-model-parallel-size 1 (scoring is in process)")
+    cfg.check_pipeline(train.pipeline_model_parallel_size)
     train_ex = read_examples(cfg.train_data, cfg.rm_type, cfg)
     valid_ex = read_examples(cfg.valid_data, cfg.rm_type, cfg) if cfg.valid_data else []
     tokenizer = tokenizer or build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)

@@ -99,3 +99,28 @@ class RLConfig:
                               "(grader labels are per solution, not per step)")
         if not 0.0 <= self.rm_replay < 1.0:
             raise ConfigError(f"rl: rm_replay must be in [0, 1], got {self.rm_replay}")
+
+    # Layout rules of the RL loop, here so that the loop (rl/run.py,
+    # rl/grpo.py) and the planner (tools/plan.py) check the same thing.
+    def check_global_batch(self, global_batch_size: int) -> None:
+        """One optimizer step trains on every response of the step: B x G."""
+        want = self.prompts_per_step * self.group_size
+        if global_batch_size != want:
+            raise ConfigError(f"global batch size {global_batch_size} must equal B x G = "
+                              f"{self.prompts_per_step} x {self.group_size} = {want} (responses per step)")
+
+    def check_pipeline(self, pp: int) -> None:
+        """Rollouts and the reference pass run the policy in process, whole."""
+        if pp != 1:
+            raise ConfigError(f"in-process rollouts need --pipeline-model-parallel-size 1, got {pp}")
+
+    def rows_per_rank(self, dp: int, micro_batch_size: int) -> int:
+        """Responses each data-parallel rank samples and trains on (B/DP x G)."""
+        if self.prompts_per_step % dp:
+            raise ConfigError(f"prompts_per_step {self.prompts_per_step} is not divisible by the "
+                              f"data-parallel size {dp}")
+        rows = self.prompts_per_step // dp * self.group_size
+        if rows % micro_batch_size:
+            raise ConfigError(f"{rows} responses per rank (B/DP x G) is not divisible "
+                              f"by micro_batch_size {micro_batch_size}")
+        return rows

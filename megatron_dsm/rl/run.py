@@ -117,10 +117,8 @@ def _main(argv=None) -> int:
     if model_cfg.vocab_size is None:
         model_cfg.vocab_size = tok.vocab_size
     train_items, held = build_task(rl)
-    want = rl.prompts_per_step * rl.group_size
-    if train.global_batch_size != want:
-        raise ConfigError(f"global batch size {train.global_batch_size} must equal B x G = "
-                          f"{rl.prompts_per_step} x {rl.group_size} = {want} (responses per step)")
+    rl.check_global_batch(train.global_batch_size)
+    rl.check_pipeline(train.pipeline_model_parallel_size)
     outcome, step = build_rewards(rl, tok)
     trainer = Trainer(train, model_cfg)
     critic = None
