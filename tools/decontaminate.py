@@ -7,7 +7,7 @@
 Every segment (line, or paragraph with ``--segment paragraph``) that contains
 a 10-gram of a benchmark question or answer is removed; segments equal to a
 short (3-9 token) benchmark text are removed too.  See
-``megatron_dsm/mining/decontaminate.py`` for the normalisation.
+``megatron_dsm/mining/decontaminate/normalise.py`` for the normalisation.
 
 Records keep all their other fields.  The text is ``--text-key`` (default
 ``text``); records without it but with a chat ``messages`` list (SFT / RL
@@ -33,9 +33,10 @@ import orjson  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from megatron_dsm.config import ConfigError, add_arguments, field, from_namespace  # noqa: E402
+from megatron_dsm.io import atomic_path  # noqa: E402
 from megatron_dsm.mining.decontaminate import (  # noqa: E402
-    BenchmarkIndex, DecontConfig, Decontaminator, DecontReport, open_text, record_texts,
-    set_record_text)
+    BenchmarkIndex, DecontConfig, Decontaminator, DecontReport, merge_results, open_text,
+    record_texts, set_record_text)
 
 
 @dataclasses.dataclass
@@ -84,12 +85,11 @@ def run(io: DecontIO, cfg: DecontConfig) -> dict:
     counts = {"lines": 0, "bad_lines": 0, "records_written": 0, "records_dropped": 0}
     bad: list[str] = []
 
-    out_path = Path(io.output)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
     total = os.path.getsize(io.input)
     t1 = time.perf_counter()
-    with open_text(io.input, "rt") as fin, open_text(tmp, "wt") as fout, \
+    # the temp file is compressed when the output's name asks for it
+    with atomic_path(io.output) as tmp, open_text(io.input, "rt") as fin, \
+            open_text(tmp, "wt", gz=io.output.endswith(".gz")) as fout, \
             tqdm(total=total, unit="B", unit_scale=True, desc="decontaminate", disable=None) as bar:
         batch: list[tuple[int, dict, list]] = []
 
@@ -108,7 +108,7 @@ def run(io: DecontIO, cfg: DecontConfig) -> dict:
                         if r.contaminated:
                             set_record_text(rec, addr, r.text)
                     drop = dirty and not any(r.text.strip() for r in res)
-                merged = _merge_results(res)
+                merged = merge_results(res)
                 report.add(doc_id, merged, chars, dropped=drop)
                 if drop:
                     counts["records_dropped"] += 1
@@ -138,26 +138,11 @@ def run(io: DecontIO, cfg: DecontConfig) -> dict:
                 flush()
         if batch:
             flush()
-    os.replace(tmp, out_path)
     dt = time.perf_counter() - t1
     extra = {"input": io.input, "output": io.output, "action": io.action, "config": dataclasses.asdict(cfg),
              "records": counts, "bad_lines": bad, "seconds": {"index": round(t_index, 3), "clean": round(dt, 3)}}
     report.write(io.report, extra)
     return {**report.totals, **counts}
-
-
-def _merge_results(results):
-    """One report entry per record: segment numbers are per message for chat data."""
-    from megatron_dsm.mining.decontaminate import CleanResult
-
-    if len(results) == 1:
-        return results[0]
-    removed, hits, segs = [], [], 0
-    for r in results:
-        removed.extend(r.removed)
-        hits.extend(r.hits)
-        segs += max(r.segments, 0)
-    return CleanResult("".join(r.text for r in results), segs, removed, hits)
 
 
 def main(argv=None) -> int:
