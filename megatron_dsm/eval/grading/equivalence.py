@@ -18,6 +18,7 @@ from megatron_dsm.eval.grading.normalise import normalize_answer
 from megatron_dsm.eval.grading.numeric import close, numeric_value
 from megatron_dsm.eval.grading.symbolic import STATS, symbolic_equiv
 
+
 def _split_top(s: str, sep: str = ",") -> list[str]:
     parts, depth, cur = [], 0, []
     i = 0

@@ -134,4 +134,3 @@ def extract_choices(text: str) -> str:
     seg = last_boxed(text) or _answer_after_phrase(text) or ""
     seg = TEXT_CMD_RE.sub(r"\1", seg)
     return "".join(sorted(set(re.findall(r"(?<![A-Za-z])([A-E])(?![A-Za-z])", seg))))
-

@@ -70,4 +70,3 @@ def normalize_answer(ans: Optional[str]) -> str:
     if s.startswith("{") and s.endswith("}") and braced(s, 0) == (s[1:-1], len(s)):
         s = s[1:-1]
     return s
-

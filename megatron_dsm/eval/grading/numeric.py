@@ -159,4 +159,3 @@ def close(a: float, b: float, rel: float = 1e-4) -> bool:
     if a == b:
         return True
     return abs(a - b) <= rel * max(abs(a), abs(b)) or abs(a - b) < 1e-9
-

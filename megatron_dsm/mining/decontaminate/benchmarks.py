@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from megatron_dsm.config import ConfigError
 from megatron_dsm.io import read_jsonl
 
+
 @dataclasses.dataclass(frozen=True)
 class BenchmarkText:
     """One indexed text: which benchmark item and which field it came from."""
@@ -183,4 +184,3 @@ def _read_benchmark_file(path: Path, name: str, fields, id_key, root: Path) -> l
             if text is not None and str(text).strip():
                 out.append(BenchmarkText(name, item, fname, str(text)))
     return out
-

@@ -148,4 +148,3 @@ class BenchmarkIndex:
             if self.scan.tokens(f, f + int(self.text_tokens[t])) == tokens:
                 out.append(t)
         return out
-

@@ -251,4 +251,3 @@ def ngram_hashes(tok_hashes: np.ndarray, n: int) -> np.ndarray:
     for j in range(n):
         acc = acc * _U64(_R) + tok_hashes[j:j + m]
     return _mix(acc)
-

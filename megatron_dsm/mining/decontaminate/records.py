@@ -43,4 +43,3 @@ def open_text(path: str | Path, mode: str = "rt", *, gz: bool | None = None):
     if path.endswith(".gz") if gz is None else gz:
         return gzip.open(path, mode, encoding="utf-8")
     return open(path, mode, encoding="utf-8")
-

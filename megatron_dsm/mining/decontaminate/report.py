@@ -69,4 +69,3 @@ class DecontReport:
 
     def write(self, path: str | Path, extra: dict | None = None) -> None:
         write_json(path, self.to_dict(extra))
-
