@@ -26,6 +26,7 @@ child that called setsid() has left the group but not the uid).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import random
@@ -33,11 +34,13 @@ import resource
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -317,8 +320,6 @@ def _expose(libc, path: str, work: str) -> None:
     bind-mounted back into it.  Everything else in that ancestor (dotfiles,
     keys) becomes invisible to the program.  Runs inside the private mount
     namespace, so the host never sees it."""
-    import ctypes
-    import stat
     parts = os.path.abspath(path).split(os.sep)[1:]
     blocked = None
     for i in range(1, len(parts) + 1):
@@ -343,7 +344,6 @@ def _expose(libc, path: str, work: str) -> None:
 
 
 def _launcher_isolate(cfg: dict) -> None:
-    import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                            ctypes.c_ulong, ctypes.c_char_p]
@@ -432,7 +432,6 @@ def _launcher_main(argv: list[str]) -> int:
     except SystemExit:
         raise
     except BaseException:
-        import traceback
         etype, val, tb = sys.exc_info()
         # drop the launcher's own frame so the traceback shows only the program
         traceback.print_exception(etype, val, tb.tb_next if tb is not None else tb)

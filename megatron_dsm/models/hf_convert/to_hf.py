@@ -114,7 +114,7 @@ class _ShardWriter:
             final = self.out / ("model.safetensors" if n == 1
                                 else f"model-{i + 1:05d}-of-{n:05d}.safetensors")
             # renamed here, not written through io.atomic_path: a shard's final
-            # name says how many shards there are, known only now
+            # name says how many shards there are, known only at close
             os.replace(tmp, final)
             finals.append(final)
             weight_map.update({k: final.name for k in names})
