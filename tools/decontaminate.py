@@ -92,57 +92,65 @@ def run(io: DecontIO, cfg: DecontConfig) -> dict:
             open_text(tmp, "wt", gz=io.output.endswith(".gz")) as fout, \
             tqdm(total=total, unit="B", unit_scale=True, desc="decontaminate", disable=None) as bar:
         batch: list[tuple[int, dict, list]] = []
-
-        def flush():
-            texts = [t for _, _, parts in batch for _, t in parts]
-            results = iter(core.clean_batch(texts))
-            for lineno, rec, parts in batch:
-                res = [next(results) for _ in parts]
-                doc_id = rec.get("id", f"line {lineno}")
-                dirty = any(r.contaminated for r in res)
-                chars = sum(len(t) for _, t in parts)
-                if dirty and io.action == "drop-record":
-                    drop = True
-                else:
-                    for (addr, _), r in zip(parts, res):
-                        if r.contaminated:
-                            set_record_text(rec, addr, r.text)
-                    drop = dirty and not any(r.text.strip() for r in res)
-                merged = merge_results(res)
-                report.add(doc_id, merged, chars, dropped=drop)
-                if drop:
-                    counts["records_dropped"] += 1
-                else:
-                    fout.write(orjson.dumps(rec).decode() + "\n")
-                    counts["records_written"] += 1
-            batch.clear()
-
         for lineno, line in enumerate(fin, 1):
             bar.update(len(line.encode("utf-8")) if not io.input.endswith(".gz") else 0)
             counts["lines"] += 1
             if not line.strip():
                 continue
-            try:
-                rec = orjson.loads(line)
-                if not isinstance(rec, dict):
-                    raise ValueError("not a JSON object")
-                parts = record_texts(rec, io.text_key, io.messages_key)
-            except (orjson.JSONDecodeError, ValueError) as e:
-                counts["bad_lines"] += 1
-                if len(bad) < io.bad_lines_listed:
-                    reason = "invalid JSON" if isinstance(e, orjson.JSONDecodeError) else str(e)
-                    bad.append(f"{io.input}:{lineno}: {reason}")
+            parsed = _parse_record(line, lineno, io, counts, bad)
+            if parsed is None:
                 continue
-            batch.append((lineno, rec, parts))
+            batch.append((lineno, *parsed))
             if len(batch) >= io.batch_records:
-                flush()
+                _clean_records(batch, core, report, io, fout, counts)
+                batch.clear()
         if batch:
-            flush()
+            _clean_records(batch, core, report, io, fout, counts)
     dt = time.perf_counter() - t1
     extra = {"input": io.input, "output": io.output, "action": io.action, "config": dataclasses.asdict(cfg),
              "records": counts, "bad_lines": bad, "seconds": {"index": round(t_index, 3), "clean": round(dt, 3)}}
     report.write(io.report, extra)
     return {**report.totals, **counts}
+
+
+def _parse_record(line: str, lineno: int, io: DecontIO, counts: dict, bad: list[str]):
+    """(record, its texts), or None for a bad line (counted, and listed up to a limit)."""
+    try:
+        rec = orjson.loads(line)
+        if not isinstance(rec, dict):
+            raise ValueError("not a JSON object")
+        return rec, record_texts(rec, io.text_key, io.messages_key)
+    except (orjson.JSONDecodeError, ValueError) as e:
+        counts["bad_lines"] += 1
+        if len(bad) < io.bad_lines_listed:
+            reason = "invalid JSON" if isinstance(e, orjson.JSONDecodeError) else str(e)
+            bad.append(f"{io.input}:{lineno}: {reason}")
+        return None
+
+
+def _clean_records(batch: list, core: Decontaminator, report: DecontReport, io: DecontIO, fout,
+                   counts: dict) -> None:
+    """Clean a batch of records in one scan; write the kept ones, report all."""
+    texts = [t for _, _, parts in batch for _, t in parts]
+    results = iter(core.clean_batch(texts))
+    for lineno, rec, parts in batch:
+        res = [next(results) for _ in parts]
+        doc_id = rec.get("id", f"line {lineno}")
+        dirty = any(r.contaminated for r in res)
+        chars = sum(len(t) for _, t in parts)
+        if dirty and io.action == "drop-record":
+            drop = True
+        else:
+            for (addr, _), r in zip(parts, res):
+                if r.contaminated:
+                    set_record_text(rec, addr, r.text)
+            drop = dirty and not any(r.text.strip() for r in res)
+        report.add(doc_id, merge_results(res), chars, dropped=drop)
+        if drop:
+            counts["records_dropped"] += 1
+        else:
+            fout.write(orjson.dumps(rec).decode() + "\n")
+            counts["records_written"] += 1
 
 
 def main(argv=None) -> int:
