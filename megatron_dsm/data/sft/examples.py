@@ -218,7 +218,7 @@ def sample_arrays(sample: Sample, pad_id: int) -> tuple[np.ndarray, np.ndarray, 
 
 def apply_truncation(samples: Iterable[Sample], seq_length: int, policy: str,
                      stats: dict) -> Iterator[Sample]:
-    """Apply the truncation policy (module docstring, step 5), counting what it did."""
+    """Apply the truncation policy (package docstring, step 5), counting what it did."""
     for k, s in enumerate(samples):
         if len(s) > seq_length:
             if policy == "error":

@@ -50,7 +50,7 @@ def write_packed(prefix: str, samples: Sequence[Sample], bins: Sequence[Sequence
                  seq_length: int, pad_id: int, tokenizer_info: dict | None = None,
                  extra: dict | None = None) -> dict:
     """Store packs as two parallel MMIDIDX datasets plus ``PREFIX.json``
-    (module docstring, step 7).  Each file is renamed into place only when
+    (package docstring, step 7).  Each file is renamed into place only when
     complete and the sidecar is written last, so a present sidecar means the
     whole set is complete.  Returns the sidecar content."""
     if not bins:
