@@ -210,10 +210,9 @@ def draw_categorical(probs: torch.Tensor, generator: Optional[torch.Generator]) 
     by inverting the cumulative distribution with one uniform per row.
 
     Why not ``torch.multinomial``: on CPU it draws an exponential variate for
-    every vocabulary entry (measured 107 us for 8 x 512 and 1.4 ms for
-    128 x 512 on this project's 2-core machine, against 13 us and 53 us
-    here), which made it the largest single op of a small model's decode
-    step.  Zero-probability entries (masked vocabulary, nucleus cut) have
+    every vocabulary entry, the largest single op of a small
+    model's decode step; one uniform per row and a search cost far less.
+    Zero-probability entries (masked vocabulary, nucleus cut) have
     empty intervals and are never drawn; a uniform that rounds up to the
     total lands on the last entry with non-zero mass."""
     c = probs.cumsum(-1)
