@@ -89,9 +89,7 @@ def main() -> int:
     # warm the symbolic worker so process start-up is not charged to the rate
     grading.is_equiv("x^2-1", "(x-1)(x+1)")
     grading.STATS.clear()
-    grading.normalize_answer.cache_clear()
-    grading._numeric_value.cache_clear()
-    grading._symbolic_cached.cache_clear()
+    grading.clear_caches()
     dt, agree = time_grader(pairs, grading.grade)
     rate = len(pairs) / dt
     print(f"pairs: {len(pairs)} from {DATA}")

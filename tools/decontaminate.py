@@ -7,7 +7,7 @@
 Every segment (line, or paragraph with ``--segment paragraph``) that contains
 a 10-gram of a benchmark question or answer is removed; segments equal to a
 short (3-9 token) benchmark text are removed too.  See
-``megatron_dsm/mining/decontaminate.py`` for the normalisation.
+``megatron_dsm/mining/decontaminate/normalise.py`` for the normalisation.
 
 Records keep all their other fields.  The text is ``--text-key`` (default
 ``text``); records without it but with a chat ``messages`` list (SFT / RL
@@ -33,9 +33,10 @@ import orjson  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from megatron_dsm.config import ConfigError, add_arguments, field, from_namespace, options  # noqa: E402
+from megatron_dsm.io import atomic_path  # noqa: E402
 from megatron_dsm.mining.decontaminate import (  # noqa: E402
-    BenchmarkIndex, DecontConfig, Decontaminator, DecontReport, open_text, record_texts,
-    set_record_text)
+    BenchmarkIndex, DecontConfig, Decontaminator, DecontReport, merge_results, open_text,
+    record_texts, set_record_text)
 
 
 @options
@@ -84,61 +85,27 @@ def run(io: DecontIO, cfg: DecontConfig) -> dict:
     counts = {"lines": 0, "bad_lines": 0, "records_written": 0, "records_dropped": 0}
     bad: list[str] = []
 
-    out_path = Path(io.output)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
     total = os.path.getsize(io.input)
     t1 = time.perf_counter()
-    with open_text(io.input, "rt") as fin, open_text(tmp, "wt") as fout, \
+    # the temp file is compressed when the output's name asks for it
+    with atomic_path(io.output) as tmp, open_text(io.input, "rt") as fin, \
+            open_text(tmp, "wt", gz=io.output.endswith(".gz")) as fout, \
             tqdm(total=total, unit="B", unit_scale=True, desc="decontaminate", disable=None) as bar:
         batch: list[tuple[int, dict, list]] = []
-
-        def flush():
-            texts = [t for _, _, parts in batch for _, t in parts]
-            results = iter(core.clean_batch(texts))
-            for lineno, rec, parts in batch:
-                res = [next(results) for _ in parts]
-                doc_id = rec.get("id", f"line {lineno}")
-                dirty = any(r.contaminated for r in res)
-                chars = sum(len(t) for _, t in parts)
-                if dirty and io.action == "drop-record":
-                    drop = True
-                else:
-                    for (addr, _), r in zip(parts, res):
-                        if r.contaminated:
-                            set_record_text(rec, addr, r.text)
-                    drop = dirty and not any(r.text.strip() for r in res)
-                merged = _merge_results(res)
-                report.add(doc_id, merged, chars, dropped=drop)
-                if drop:
-                    counts["records_dropped"] += 1
-                else:
-                    fout.write(orjson.dumps(rec).decode() + "\n")
-                    counts["records_written"] += 1
-            batch.clear()
-
         for lineno, line in enumerate(fin, 1):
             bar.update(len(line.encode("utf-8")) if not io.input.endswith(".gz") else 0)
             counts["lines"] += 1
             if not line.strip():
                 continue
-            try:
-                rec = orjson.loads(line)
-                if not isinstance(rec, dict):
-                    raise ValueError("not a JSON object")
-                parts = record_texts(rec, io.text_key, io.messages_key)
-            except (orjson.JSONDecodeError, ValueError) as e:
-                counts["bad_lines"] += 1
-                if len(bad) < io.bad_lines_listed:
-                    reason = "invalid JSON" if isinstance(e, orjson.JSONDecodeError) else str(e)
-                    bad.append(f"{io.input}:{lineno}: {reason}")
+            parsed = _parse_record(line, lineno, io, counts, bad)
+            if parsed is None:
                 continue
-            batch.append((lineno, rec, parts))
+            batch.append((lineno, *parsed))
             if len(batch) >= io.batch_records:
-                flush()
+                _clean_records(batch, core, report, io, fout, counts)
+                batch.clear()
         if batch:
-            flush()
-    os.replace(tmp, out_path)
+            _clean_records(batch, core, report, io, fout, counts)
     dt = time.perf_counter() - t1
     extra = {"input": io.input, "output": io.output, "action": io.action, "config": dataclasses.asdict(cfg),
              "records": counts, "bad_lines": bad, "seconds": {"index": round(t_index, 3), "clean": round(dt, 3)}}
@@ -146,18 +113,44 @@ def run(io: DecontIO, cfg: DecontConfig) -> dict:
     return {**report.totals, **counts}
 
 
-def _merge_results(results):
-    """One report entry per record: segment numbers are per message for chat data."""
-    from megatron_dsm.mining.decontaminate import CleanResult
+def _parse_record(line: str, lineno: int, io: DecontIO, counts: dict, bad: list[str]):
+    """(record, its texts), or None for a bad line (counted, and listed up to a limit)."""
+    try:
+        rec = orjson.loads(line)
+        if not isinstance(rec, dict):
+            raise ValueError("not a JSON object")
+        return rec, record_texts(rec, io.text_key, io.messages_key)
+    except (orjson.JSONDecodeError, ValueError) as e:
+        counts["bad_lines"] += 1
+        if len(bad) < io.bad_lines_listed:
+            reason = "invalid JSON" if isinstance(e, orjson.JSONDecodeError) else str(e)
+            bad.append(f"{io.input}:{lineno}: {reason}")
+        return None
 
-    if len(results) == 1:
-        return results[0]
-    removed, hits, segs = [], [], 0
-    for r in results:
-        removed.extend(r.removed)
-        hits.extend(r.hits)
-        segs += max(r.segments, 0)
-    return CleanResult("".join(r.text for r in results), segs, removed, hits)
+
+def _clean_records(batch: list, core: Decontaminator, report: DecontReport, io: DecontIO, fout,
+                   counts: dict) -> None:
+    """Clean a batch of records in one scan; write the kept ones, report all."""
+    texts = [t for _, _, parts in batch for _, t in parts]
+    results = iter(core.clean_batch(texts))
+    for lineno, rec, parts in batch:
+        res = [next(results) for _ in parts]
+        doc_id = rec.get("id", f"line {lineno}")
+        dirty = any(r.contaminated for r in res)
+        chars = sum(len(t) for _, t in parts)
+        if dirty and io.action == "drop-record":
+            drop = True
+        else:
+            for (addr, _), r in zip(parts, res):
+                if r.contaminated:
+                    set_record_text(rec, addr, r.text)
+            drop = dirty and not any(r.text.strip() for r in res)
+        report.add(doc_id, merge_results(res), chars, dropped=drop)
+        if drop:
+            counts["records_dropped"] += 1
+        else:
+            fout.write(orjson.dumps(rec).decode() + "\n")
+            counts["records_written"] += 1
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ Megatron-LM's flags, e.g.::
 
 writes out/web_text_document.{bin,idx,json} and out/web.rejects.jsonl.
 Exit status: 0 when at least one document was written, 1 when none was
-valid, 2 for bad arguments.  See megatron_dsm/data/preprocess.py.
+valid, 2 for bad arguments.  See megatron_dsm/data/preprocess/.
 """
 
 import argparse

@@ -26,6 +26,7 @@ child that called setsid() has left the group but not the uid).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import random
@@ -33,11 +34,13 @@ import resource
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -166,43 +169,63 @@ def execute(code: str, timeout: float = 10.0, *, limits: SandboxLimits | None = 
     if not timeout or timeout <= 0:
         raise ValueError(f"execute: timeout must be > 0 seconds, got {timeout!r}")
     lim = limits or SandboxLimits()
-    cpu = lim.cpu_seconds or int(timeout) + 1
     workdir = tempfile.mkdtemp(prefix="dsm-sbx-")
-    as_root = os.geteuid() == 0
-    uid = _alloc_uid() if as_root else None
-    cfg = {"workdir": workdir, "uid": uid, "cpu": cpu, "mem": lim.memory_mb * 2**20,
-           "fsize": lim.max_file_bytes, "nproc": lim.max_processes}
+    uid = _alloc_uid() if os.geteuid() == 0 else None
+    # a plain write: this file is also the stdlib-only launcher, so it imports
+    # nothing from the project (and the fresh workdir has no reader to race)
     with open(os.path.join(workdir, "main.py"), "w", encoding="utf-8") as f:
         f.write(code)
     if _record is not None:
         _record.update(workdir=workdir, uid=uid)
     t0 = time.monotonic()
-    proc = subprocess.Popen(
+    proc = _spawn(workdir, uid, lim.cpu_seconds or int(timeout) + 1, lim)
+    if _record is not None:
+        _record["pid"] = proc.pid
+    bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    try:
+        status, reason, truncated = _collect(proc, bufs, t0 + timeout, timeout, lim.max_output_bytes)
+    finally:
+        rc = _reap(proc, bufs, workdir, uid)
+    if status is None:
+        status, reason = _exit_status(rc)
+    out = bufs[proc.stdout].decode("utf-8", "replace")
+    err = bufs[proc.stderr].decode("utf-8", "replace")
+    return ExecResult(out, err, status, rc, reason, time.monotonic() - t0, truncated)
+
+
+def _spawn(workdir: str, uid: int | None, cpu: int, lim: SandboxLimits) -> subprocess.Popen:
+    """The launcher (this file) in a fresh interpreter, its own session and a
+    scrubbed environment; it applies ``cfg`` before running main.py."""
+    cfg = {"workdir": workdir, "uid": uid, "cpu": cpu, "mem": lim.memory_mb * 2**20,
+           "fsize": lim.max_file_bytes, "nproc": lim.max_processes}
+    return subprocess.Popen(
         [sys.executable, "-I", "-B", os.path.abspath(__file__), json.dumps(cfg)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         cwd=workdir, env=_scrubbed_env(workdir, lim.extra_env),
         start_new_session=True, close_fds=True)
-    if _record is not None:
-        _record["pid"] = proc.pid
-    bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+
+
+def _collect(proc: subprocess.Popen, bufs: dict, deadline: float, timeout: float,
+             cap: int) -> tuple[str | None, str, bool]:
+    """Read stdout and stderr into ``bufs`` (``cap`` bytes each kept) until
+    both close, the wall clock runs out or a stream passes the cap.  Returns
+    (status, reason, truncated); status None when the program ended on its own."""
     sel = selectors.DefaultSelector()
-    for s in bufs:
-        os.set_blocking(s.fileno(), False)
-        sel.register(s, selectors.EVENT_READ)
-    status, reason, truncated = None, "", False
-    deadline = t0 + timeout
-    exited_at = None
     try:
+        for s in bufs:
+            os.set_blocking(s.fileno(), False)
+            sel.register(s, selectors.EVENT_READ)
+        exited_at = None
         while sel.get_map():
             now = time.monotonic()
             if now >= deadline:
-                status, reason = "timeout", f"wall-clock timeout after {timeout:g}s"
-                break
+                return "timeout", f"wall-clock timeout after {timeout:g}s", False
             if exited_at is None and proc.poll() is not None:
                 exited_at = now
             if exited_at is not None and now - exited_at > 0.2:
                 break   # a leftover grandchild holds the pipe open; stop reading
             wait = min(deadline - now, 0.05 if exited_at is None else 0.02)
+            truncated = False
             for key, _ in sel.select(wait):
                 try:
                     chunk = os.read(key.fileobj.fileno(), 65536)
@@ -212,40 +235,42 @@ def execute(code: str, timeout: float = 10.0, *, limits: SandboxLimits | None = 
                     sel.unregister(key.fileobj)
                     continue
                 buf = bufs[key.fileobj]
-                room = lim.max_output_bytes - len(buf)
+                room = cap - len(buf)
                 if room > 0:
                     buf += chunk[:room]
                 if len(chunk) > room:
                     truncated = True
             if truncated:
-                status, reason = "killed", f"output exceeded {lim.max_output_bytes} bytes"
-                break
+                return "killed", f"output exceeded {cap} bytes", True
+        return None, "", False
     finally:
         sel.close()
-        _kill_all(proc.pid, uid)
-        try:
-            rc = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:   # cannot happen after SIGKILL, but never hang
-            rc = None
-        for s in bufs:
-            s.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-        if uid is not None:
-            _free_uid(uid)
-    if status is None:
-        if rc == 0:
-            status = "ok"
-        elif rc is not None and rc < 0:
-            sig = -rc
-            status = "killed"
-            reason = {signal.SIGXCPU: "CPU time limit", signal.SIGXFSZ: "file size limit",
-                      signal.SIGKILL: "SIGKILL"}.get(sig, f"signal {sig}")
-        else:
-            status = "error"
-            reason = f"exit code {rc}"
-    out = bufs[proc.stdout].decode("utf-8", "replace")
-    err = bufs[proc.stderr].decode("utf-8", "replace")
-    return ExecResult(out, err, status, rc, reason, time.monotonic() - t0, truncated)
+
+
+def _reap(proc: subprocess.Popen, bufs: dict, workdir: str, uid: int | None) -> int | None:
+    """Kill whatever the run left, close its pipes, remove its workdir and free
+    its uid; returns the exit status (negative: the signal)."""
+    _kill_all(proc.pid, uid)
+    try:
+        rc = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:   # cannot happen after SIGKILL, but never hang
+        rc = None
+    for s in bufs:
+        s.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+    if uid is not None:
+        _free_uid(uid)
+    return rc
+
+
+def _exit_status(rc: int | None) -> tuple[str, str]:
+    if rc == 0:
+        return "ok", ""
+    if rc is not None and rc < 0:
+        sig = -rc
+        return "killed", {signal.SIGXCPU: "CPU time limit", signal.SIGXFSZ: "file size limit",
+                          signal.SIGKILL: "SIGKILL"}.get(sig, f"signal {sig}")
+    return "error", f"exit code {rc}"
 
 
 class SandboxPool:
@@ -295,8 +320,6 @@ def _expose(libc, path: str, work: str) -> None:
     bind-mounted back into it.  Everything else in that ancestor (dotfiles,
     keys) becomes invisible to the program.  Runs inside the private mount
     namespace, so the host never sees it."""
-    import ctypes
-    import stat
     parts = os.path.abspath(path).split(os.sep)[1:]
     blocked = None
     for i in range(1, len(parts) + 1):
@@ -321,7 +344,6 @@ def _expose(libc, path: str, work: str) -> None:
 
 
 def _launcher_isolate(cfg: dict) -> None:
-    import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                            ctypes.c_ulong, ctypes.c_char_p]
@@ -410,7 +432,6 @@ def _launcher_main(argv: list[str]) -> int:
     except SystemExit:
         raise
     except BaseException:
-        import traceback
         etype, val, tb = sys.exc_info()
         # drop the launcher's own frame so the traceback shows only the program
         traceback.print_exception(etype, val, tb.tb_next if tb is not None else tb)

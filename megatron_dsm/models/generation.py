@@ -210,10 +210,9 @@ def draw_categorical(probs: torch.Tensor, generator: Optional[torch.Generator]) 
     by inverting the cumulative distribution with one uniform per row.
 
     Why not ``torch.multinomial``: on CPU it draws an exponential variate for
-    every vocabulary entry (measured 107 us for 8 x 512 and 1.4 ms for
-    128 x 512 on this project's 2-core machine, against 13 us and 53 us
-    here), which made it the largest single op of a small model's decode
-    step.  Zero-probability entries (masked vocabulary, nucleus cut) have
+    every vocabulary entry, the largest single op of a small
+    model's decode step; one uniform per row and a search cost far less.
+    Zero-probability entries (masked vocabulary, nucleus cut) have
     empty intervals and are never drawn; a uniform that rounds up to the
     total lands on the last entry with non-zero mass."""
     c = probs.cumsum(-1)
@@ -306,6 +305,37 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
     sees exactly the inputs of a plain step-by-step loop, so the tokens
     sampled for a seed do not depend on it.
     """
+    _check_request(model, prompts, params, decode)
+    dev = platform.device()
+    state = _DecodeState.prefill(prompts, params, pad_id, dev)
+    gen = None
+    if params.temperature > 0:
+        gen = torch.Generator(device=dev).manual_seed(params.seed)
+    was_training = model.training
+    model.eval()
+    platform.synchronize()
+    t0 = time.perf_counter()
+    forward = _build_stepper(model, stepper, use_cache, state.b, state.total, dev)
+    steps = 0
+    try:
+        for step in range(params.max_new_tokens):
+            cur = state.s0 + step                     # tokens so far
+            start = cur - 1 if (use_cache and step > 0) else 0
+            logits = forward(state.tokens[:, start:cur], start, state.real[:, :cur],
+                             state.left_padded or state.n_done > 0)
+            nxt, lp = _sample(logits, params, vocab_size, gen)
+            steps += 1
+            if state.record(step, nxt, lp, params.stop_strings, decode):
+                break
+    finally:
+        if was_training:
+            model.train()
+    platform.synchronize()
+    return state.output(steps, time.perf_counter() - t0)
+
+
+def _check_request(model, prompts: Sequence[Sequence[int]], params: SamplingParams,
+                   decode: Optional[Callable]) -> None:
     params.validate()
     _check_pp()
     if not prompts:
@@ -314,86 +344,103 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
         raise GenerationError("every prompt needs at least one token")
     if params.stop_strings and decode is None:
         raise GenerationError("stop strings need a decode function")
-    dev = platform.device()
-    rows = [list(p) for p in prompts for _ in range(params.n)]
-    prompt_tokens, prompt_real = left_pad(rows, pad_id, dev)
-    b, s0 = prompt_tokens.shape
-    total = s0 + params.max_new_tokens
     if getattr(getattr(model, "config", None), "sequence_parallel", False):
         raise GenerationError("generation needs sequence_parallel off (one new token per step "
                               "cannot be split over TP ranks); build the sampling model without it")
-    gen = None
-    if params.temperature > 0:
-        gen = torch.Generator(device=dev).manual_seed(params.seed)
-    stop_ids = torch.tensor(sorted(set(params.stop_ids)) or [-1], device=dev)
-    # Whole-window buffers: column s0 + j holds generated token j.  A generated
-    # column stays "real" until its row has finished (then it holds a pad).
-    tokens = torch.full((b, total), pad_id, dtype=torch.long, device=dev)
-    tokens[:, :s0] = prompt_tokens
-    real = torch.ones((b, total), dtype=torch.bool, device=dev)
-    real[:, :s0] = prompt_real
-    out_lp = torch.zeros((b, params.max_new_tokens), dtype=torch.float32, device=dev)
-    done = torch.zeros(b, dtype=torch.bool, device=dev)
-    finished = torch.zeros(b, dtype=torch.bool, device=dev)
-    n_done = 0
-    left_padded = any(len(r) < s0 for r in rows)
 
-    was_training = model.training
-    model.eval()
-    platform.synchronize()
-    t0 = time.perf_counter()
+
+def _build_stepper(model, stepper: Optional[Callable], use_cache: bool, b: int, total: int, dev):
     if stepper is None:
-        forward = MegatronStep(model, b, total, dev, use_cache)
-    else:
-        if not use_cache:
-            raise GenerationError("use_cache=False applies to the megatron-core stepper only")
-        forward = stepper(b, total, dev)
-    steps = 0
-    try:
-        for step in range(params.max_new_tokens):
-            cur = s0 + step                           # tokens so far
-            start = cur - 1 if (use_cache and step > 0) else 0
-            logits = forward(tokens[:, start:cur], start, real[:, :cur],
-                             left_padded or n_done > 0)
-            if vocab_size is not None and vocab_size < logits.size(-1):
-                logits = _mask_vocab_(logits, vocab_size)
-            nxt, lp = sample_next(logits, params.temperature, params.top_p, gen)
-            nxt = _broadcast_tp(nxt.contiguous())
-            lp = _broadcast_tp(lp.contiguous())
-            if n_done:
-                nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-                real[:, cur] = ~done
-            steps += 1
-            tokens[:, cur] = nxt
-            out_lp[:, step] = lp
-            hit = torch.isin(nxt, stop_ids)
-            if n_done:
-                hit &= ~done
-            if params.stop_strings:
-                # a running row's generated tokens are all real
-                for i in (~done & ~hit).nonzero().flatten().tolist():
-                    if _hits_stop(decode(tokens[i, s0:cur + 1].tolist()), params.stop_strings):
-                        hit[i] = True
-            finished |= hit
-            done |= hit
-            n_done = int(done.sum())
-            if n_done == b:
-                break
-    finally:
-        if was_training:
-            model.train()
-    platform.synchronize()
-    seconds = time.perf_counter() - t0
+        return MegatronStep(model, b, total, dev, use_cache)
+    if not use_cache:
+        raise GenerationError("use_cache=False applies to the megatron-core stepper only")
+    return stepper(b, total, dev)
 
-    end = s0 + steps
-    lengths = real[:, s0:end].sum(1).tolist()
-    gen_tokens = tokens[:, s0:end].tolist()
-    gen_lp = out_lp[:, :steps].tolist()
-    completions = [t[:n] for t, n in zip(gen_tokens, lengths)]
-    logprobs = [lp[:n] for lp, n in zip(gen_lp, lengths)]
-    return GenerationOutput(prompts=rows, completions=completions, logprobs=logprobs,
-                            finished=finished.tolist(), new_tokens=sum(lengths),
-                            seconds=seconds, steps=steps)
+
+def _sample(logits: torch.Tensor, params: SamplingParams, vocab_size: Optional[int],
+            gen: Optional[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next tokens and their log-probs, the TP source rank's on every TP rank."""
+    if vocab_size is not None and vocab_size < logits.size(-1):
+        logits = _mask_vocab_(logits, vocab_size)
+    nxt, lp = sample_next(logits, params.temperature, params.top_p, gen)
+    return _broadcast_tp(nxt.contiguous()), _broadcast_tp(lp.contiguous())
+
+
+@dataclasses.dataclass
+class _DecodeState:
+    """Whole-window buffers of one ``generate`` call: column ``s0 + j`` holds
+    generated token ``j``; a generated column stays "real" until its row has
+    finished (then it holds a pad)."""
+
+    rows: list[list[int]]       # prompt ids per row
+    tokens: torch.Tensor        # [b, total] long
+    real: torch.Tensor          # [b, total] bool
+    out_lp: torch.Tensor        # [b, max_new_tokens] float32
+    done: torch.Tensor          # [b] bool: row has stopped
+    finished: torch.Tensor      # [b] bool: a stop id / string ended the row
+    stop_ids: torch.Tensor      # [k] long ([-1] when none)
+    pad_id: int
+    s0: int                     # prompt columns (longest prompt)
+    left_padded: bool           # some prompt is shorter than s0
+    n_done: int = 0
+
+    @classmethod
+    def prefill(cls, prompts, params: SamplingParams, pad_id: int, dev) -> "_DecodeState":
+        rows = [list(p) for p in prompts for _ in range(params.n)]
+        prompt_tokens, prompt_real = left_pad(rows, pad_id, dev)
+        b, s0 = prompt_tokens.shape
+        total = s0 + params.max_new_tokens
+        tokens = torch.full((b, total), pad_id, dtype=torch.long, device=dev)
+        tokens[:, :s0] = prompt_tokens
+        real = torch.ones((b, total), dtype=torch.bool, device=dev)
+        real[:, :s0] = prompt_real
+        out_lp = torch.zeros((b, params.max_new_tokens), dtype=torch.float32, device=dev)
+        stop_ids = torch.tensor(sorted(set(params.stop_ids)) or [-1], device=dev)
+        done = torch.zeros(b, dtype=torch.bool, device=dev)
+        finished = torch.zeros(b, dtype=torch.bool, device=dev)
+        return cls(rows, tokens, real, out_lp, done, finished, stop_ids, pad_id, s0,
+                   left_padded=any(len(r) < s0 for r in rows))
+
+    @property
+    def b(self) -> int:
+        return self.tokens.size(0)
+
+    @property
+    def total(self) -> int:
+        return self.tokens.size(1)
+
+    def record(self, step: int, nxt: torch.Tensor, lp: torch.Tensor, stop_strings: Sequence[str],
+               decode: Optional[Callable]) -> bool:
+        """Write generated column ``step`` and mark rows that stop; True once all have."""
+        cur = self.s0 + step
+        if self.n_done:
+            nxt = torch.where(self.done, torch.full_like(nxt, self.pad_id), nxt)
+            self.real[:, cur] = ~self.done
+        self.tokens[:, cur] = nxt
+        self.out_lp[:, step] = lp
+        hit = torch.isin(nxt, self.stop_ids)
+        if self.n_done:
+            hit &= ~self.done
+        if stop_strings:
+            # a running row's generated tokens are all real
+            for i in (~self.done & ~hit).nonzero().flatten().tolist():
+                if _hits_stop(decode(self.tokens[i, self.s0:cur + 1].tolist()), stop_strings):
+                    hit[i] = True
+        self.finished |= hit
+        self.done |= hit
+        self.n_done = int(self.done.sum())
+        return self.n_done == self.b
+
+    def output(self, steps: int, seconds: float) -> GenerationOutput:
+        end = self.s0 + steps
+        lengths = self.real[:, self.s0:end].sum(1).tolist()
+        gen_tokens = self.tokens[:, self.s0:end].tolist()
+        gen_lp = self.out_lp[:, :steps].tolist()
+        completions = [t[:n] for t, n in zip(gen_tokens, lengths)]
+        logprobs = [lp[:n] for lp, n in zip(gen_lp, lengths)]
+        return GenerationOutput(prompts=self.rows, completions=completions, logprobs=logprobs,
+                                finished=self.finished.tolist(), new_tokens=sum(lengths),
+                                seconds=seconds, steps=steps)
 
 
 def cut_at_stop_string(text: str, stops: Sequence[str]) -> str:

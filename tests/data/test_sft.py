@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from megatron_dsm.config import ConfigError
 from megatron_dsm.data import sft
 
 
@@ -181,7 +182,7 @@ def test_bad_input_one_clear_line(tmp_path):
         list(sft.read_examples([p], cfg(format="gsm8k")))
     with pytest.raises(sft.SFTDataError, match="input file not found"):
         list(sft.read_examples([tmp_path / "nope.jsonl"], cfg()))
-    with pytest.raises(sft.ConfigError, match="assistant_template must contain"):
+    with pytest.raises(ConfigError, match="assistant_template must contain"):
         cfg(assistant_template="no placeholder")
 
 

@@ -160,7 +160,7 @@ def test_antlr_version_checked(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version",
                         lambda name: "4.13.2" if name == "antlr4-python3-runtime" else real(name))
     with pytest.raises(ImportError, match="4.11.0"):
-        grading._check_antlr()
+        grading.check_antlr()
 
 
 def test_symbolic_parse_failure_is_reported():

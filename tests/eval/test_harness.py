@@ -1,11 +1,11 @@
 import json
-import sys
 
 import pytest
 
 from megatron_dsm.eval import benchmarks, prompts
 from megatron_dsm.eval.benchmarks import BenchmarkError, load_benchmark, register_from_config
 from megatron_dsm.eval.generation import JsonlReplayGenerator, available_generators, truncate_at_stop
+from megatron_dsm.eval.runner import EvalConfig, run
 from megatron_dsm.eval.sandbox import execute
 
 COUNTS = {"gsm8k": 1319, "gsm8k_openai": 1319, "math": 5000, "math500": 500, "cmath": 1098, "mgsm_zh": 250,
@@ -122,9 +122,7 @@ def test_generation_registry_and_stop(tmp_path):
         g.generate(["p"], n=3)
 
 
-def test_evaluate_jsonl_resume(tmp_path, shared_data, repo_root):
-    sys.path.insert(0, str(repo_root / "tools"))
-    import evaluate
+def test_evaluate_jsonl_resume(tmp_path, shared_data):
     rows = [json.loads(l) for l in open(shared_data / "benchmarks/gsm8k/test.jsonl")][:6]
     gen = tmp_path / "gen.jsonl"
     with open(gen, "w") as f:
@@ -134,13 +132,13 @@ def test_evaluate_jsonl_resume(tmp_path, shared_data, repo_root):
             comps = [right, wrong, right] if i % 2 == 0 else [wrong, right, wrong]
             f.write(json.dumps({"id": r["id"], "completions": comps}) + "\n")
     out = tmp_path / "out.jsonl"
-    cfg = evaluate.EvalConfig(benchmarks=["gsm8k"], limit=6, generations=str(gen), output=str(out),
+    cfg = EvalConfig(benchmarks=["gsm8k"], limit=6, generations=str(gen), output=str(out),
                               n_samples=3, temperature=0.7, data_root=str(shared_data), batch_size=4)
     # simulate an interrupted run: first 2 records plus half a line
-    s = evaluate.run(cfg)
+    s = run(cfg)
     lines = out.read_text().splitlines()
     out.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])
-    s2 = evaluate.run(cfg)
+    s2 = run(cfg)
     assert len(out.read_text().splitlines()) == 6
     assert s == s2
     m = s["gsm8k"]
@@ -148,4 +146,4 @@ def test_evaluate_jsonl_resume(tmp_path, shared_data, repo_root):
     assert m["pass@k"]["1"] == pytest.approx((3 * 2 / 3 + 3 * 1 / 3) / 6)
     assert (tmp_path / "out.jsonl.k.png").is_file()
     with pytest.raises(ValueError, match="needs --temperature"):
-        evaluate.EvalConfig(generations="x", n_samples=4)
+        EvalConfig(generations="x", n_samples=4)

@@ -204,7 +204,7 @@ def test_hash_collision_is_not_a_hit(small):
     index.ngram_hash = np.insert(index.ngram_hash, pos, fake[0])
     index.ngram_tok = np.insert(index.ngram_tok, pos, index.ngram_tok[0])
     index.ngram_text = np.insert(index.ngram_text, pos, index.ngram_text[0])
-    index.filter[int(fake[0] >> np.uint64(64 - dc._FILTER_BITS))] = True
+    index.filter[int(fake[0] >> np.uint64(64 - index.FILTER_BITS))] = True
     res = core.clean(doc)
     assert res.text == doc and not res.contaminated
 

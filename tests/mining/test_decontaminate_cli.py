@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -69,7 +70,23 @@ def test_cli_cleans_keeps_fields_counts_bad_lines(tmp_path, bench):
     docs = {d["id"]: d for d in r["documents"]}
     assert docs["a"]["segments_removed"] == [1] and docs["a"]["segments"] == 3 and not docs["a"]["dropped"]
     assert docs["e"]["dropped"] and docs["f"]["benchmarks"] == ["math"]
-    assert not list(out.parent.glob("*.tmp"))
+    assert not list(out.parent.glob("*.tmp*"))
+
+
+def test_cli_gzip_in_and_out(tmp_path, bench):
+    """A .gz output is gzip data under its final name (the temp file beside
+    it does not end in .gz, so compression follows the output's name)."""
+    inp = tmp_path / "in.jsonl.gz"
+    with gzip.open(inp, "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"id": 1, "text": "first line\n" + PROBLEM}) + "\n")
+        f.write(json.dumps({"id": 2, "text": "nothing to see"}) + "\n")
+    out, rep = tmp_path / "clean.jsonl.gz", tmp_path / "r.json"
+    assert tool.main(["--input", str(inp), "--output", str(out), "--benchmarks", str(bench),
+                      "--report", str(rep)]) == 0
+    with gzip.open(out, "rt", encoding="utf-8") as f:
+        got = [json.loads(x) for x in f]
+    assert got == [{"id": 1, "text": "first line"}, {"id": 2, "text": "nothing to see"}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "clean.jsonl.gz", "in.jsonl.gz", "r.json"]
 
 
 def test_cli_drop_record_and_text_key(tmp_path, bench):
