@@ -39,9 +39,9 @@ def worker(algorithm: str, a) -> dict:
 
     from megatron_dsm import platform
     from megatron_dsm.data.tokenizer import build_tokenizer
-    from megatron_dsm.rl.grpo import RLLoop
+    from megatron_dsm.rl.loop import RLLoop
     from megatron_dsm.rl.rewards import RuleReward
-    from megatron_dsm.rl.rl_config import RLConfig
+    from megatron_dsm.rl.config import RLConfig
     from megatron_dsm.rl.toy import items_from_problems, toy_items
     from megatron_dsm.training.arguments import parse_args
     from megatron_dsm.training.loop import Trainer

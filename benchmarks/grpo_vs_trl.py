@@ -80,8 +80,8 @@ def project_side() -> dict:
     import torch
 
     from megatron_dsm.data.tokenizer import HFTokenizer
-    from megatron_dsm.rl.grpo import Item, RLLoop
-    from megatron_dsm.rl.rl_config import RLConfig
+    from megatron_dsm.rl.loop import Item, RLLoop
+    from megatron_dsm.rl.config import RLConfig
     from megatron_dsm.training.arguments import parse_args
     from megatron_dsm.training.loop import Trainer
 

@@ -22,7 +22,7 @@ so its greedy accuracy is low while many of its samples are right: the
 regime where the paper finds RL helps (Maj@K -> Top1).  The rule reward
 alone has to teach it that writing the steps pays.
 
-Every option of training/arguments.py and rl/rl_config.py is accepted.
+Every option of training/arguments.py and rl/config.py is accepted.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ def main(argv=None) -> int:
     import torch
 
     from megatron_dsm.data.tokenizer import build_tokenizer
-    from megatron_dsm.rl.grpo import RLLoop
+    from megatron_dsm.rl.loop import RLLoop
     from megatron_dsm.rl.rewards import ArithmeticStepReward, RuleReward
-    from megatron_dsm.rl.rl_config import RLConfig
+    from megatron_dsm.rl.config import RLConfig
     from megatron_dsm.rl.toy import items_from_problems, sft_until, toy_items
     from megatron_dsm.training.arguments import parse_args
     from megatron_dsm.checkpoint import read_latest

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from megatron_dsm.config import ConfigError
-from megatron_dsm.rl.grpo import Item, RLLoop
-from megatron_dsm.rl.rl_config import RLConfig
+from megatron_dsm.rl.loop import Item, RLLoop
+from megatron_dsm.rl.config import RLConfig
 
 COT_PROMPT = ("User: {question}\nPlease reason step by step, and put your final answer "
               "within \\boxed{{}}.\n\nAssistant:")

@@ -31,7 +31,7 @@ import torch
 
 from megatron_dsm import platform
 from megatron_dsm.rl.arith_task import Problem, generate_problems
-from megatron_dsm.rl.grpo import Item
+from megatron_dsm.rl.loop import Item
 from megatron_dsm.training.loop import lm_loss_func
 
 

@@ -19,9 +19,9 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from megatron_dsm.data.tokenizer import build_tokenizer  # noqa: E402
-from megatron_dsm.rl.grpo import RLLoop  # noqa: E402
+from megatron_dsm.rl.loop import RLLoop  # noqa: E402
 from megatron_dsm.rl.rewards import RuleReward  # noqa: E402
-from megatron_dsm.rl.rl_config import RLConfig  # noqa: E402
+from megatron_dsm.rl.config import RLConfig  # noqa: E402
 from megatron_dsm.rl.toy import items_from_problems, toy_items  # noqa: E402
 from megatron_dsm.training.arguments import parse_args  # noqa: E402
 from megatron_dsm.models.gpt import unwrap  # noqa: E402

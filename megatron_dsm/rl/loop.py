@@ -45,7 +45,7 @@ from megatron_dsm.models.direct_decode import engine_for
 from megatron_dsm.models.generation import SamplingParams
 from megatron_dsm.rl import algorithms as alg
 from megatron_dsm.rl import packing
-from megatron_dsm.rl.rl_config import RLConfig
+from megatron_dsm.rl.config import RLConfig
 from megatron_dsm.rl.rollout import (ReferenceModel, RolloutBatch, build_batch, layout_logprobs,
                                      response_logprobs_chunked)
 from megatron_dsm.models.gpt import unwrap
