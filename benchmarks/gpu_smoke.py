@@ -66,7 +66,8 @@ def main(argv=None):
 
     from megatron_dsm.models.config import preset
     from megatron_dsm.training.arguments import TrainConfig
-    from megatron_dsm.training.loop import Trainer, gpt_forward_step
+    from megatron_dsm.training.loop import Trainer
+    from megatron_dsm.training.pretrain import gpt_forward_step
 
     over = {"seq_length": args.seq_length}
     if args.vocab_size:

@@ -39,9 +39,9 @@ def worker(algorithm: str, a) -> dict:
 
     from megatron_dsm import platform
     from megatron_dsm.data.tokenizer import build_tokenizer
-    from megatron_dsm.rl.grpo import RLLoop
+    from megatron_dsm.rl.config import RLConfig
+    from megatron_dsm.rl.loop import RLStage
     from megatron_dsm.rl.rewards import RuleReward
-    from megatron_dsm.rl.rl_config import RLConfig
     from megatron_dsm.rl.toy import items_from_problems, toy_items
     from megatron_dsm.training.arguments import parse_args
     from megatron_dsm.training.loop import Trainer
@@ -58,20 +58,13 @@ def worker(algorithm: str, a) -> dict:
             "--beta", "0.04", "--task-train-size", "200", "--task-heldout-size", "10"]
     train, model_cfg, rl = parse_args(argv, extra=RLConfig)
     tok = build_tokenizer("byte")
-    tr_p, held_p = toy_items(rl)
+    tr_p, _ = toy_items(rl)
     platform.reset_peak_memory()
     trainer = Trainer(train, model_cfg)
-    critic = None
-    if algorithm == "ppo":
-        from megatron_dsm.rl.ppo import Critic
-
-        critic = Critic(train, model_cfg, init_from=trainer.model)
-    loop = RLLoop(trainer, rl, tok, items_from_problems(tr_p), items_from_problems(held_p),
-                  reward=RuleReward(), critic=critic)
+    # no held-out questions: the run is the steps alone (PPO's critic is the algorithm's)
+    stage = RLStage(rl, tok, items_from_problems(tr_p), [], reward=RuleReward())
     lens = []
-    for _ in range(a.steps):
-        m = loop.step()
-        lens.append(m["response length"])
+    trainer.fit(stage, on_step=lambda it, fields: lens.append(fields["response length"]))
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"algorithm": algorithm, "params": model_cfg.num_parameters(),
            "responses_per_step": n, "mean_response_length": sum(lens) / len(lens),

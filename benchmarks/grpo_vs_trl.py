@@ -10,7 +10,7 @@ fp32, 20 steps with 2 discarded).  This side builds the same shape as a megatron
 GPTModel, uses the tokenizer the harness wrote (through the project's
 HFTokenizer), the same 2,000 prompts "Q: {a}+{b}=? A:" and the same reward
 (1 if the first integer in the completion equals a+b), and runs the same
-number of steps of ``RLLoop`` (rollout with the shared KV-cached sampler,
+number of steps of ``RLStage`` on ``Trainer.fit`` (rollout with the shared KV-cached sampler,
 reward, reference log-probs from the in-process copy, loss, backward,
 optimizer) with the same timing rule: seconds per step between the end of
 step WARMUP and the end of the last step; samples/s = 8 / that.
@@ -80,8 +80,9 @@ def project_side() -> dict:
     import torch
 
     from megatron_dsm.data.tokenizer import HFTokenizer
-    from megatron_dsm.rl.grpo import Item, RLLoop
-    from megatron_dsm.rl.rl_config import RLConfig
+    from megatron_dsm.rl.config import RLConfig
+    from megatron_dsm.rl.loop import RLStage
+    from megatron_dsm.rl.rollout import Item
     from megatron_dsm.training.arguments import parse_args
     from megatron_dsm.training.loop import Trainer
 
@@ -105,24 +106,27 @@ def project_side() -> dict:
     train, model_cfg, rl = parse_args(argv, extra=RLConfig)
     trainer = Trainer(train, model_cfg)
     torch.set_num_threads(THREADS)
-    loop = RLLoop(trainer, rl, tok, items, [], reward=FirstIntegerReward())
+    stage = RLStage(rl, tok, items, [], reward=FirstIntegerReward())
+    trainer.attach(stage)
     params = sum(p.numel() for p in trainer.model.parameters())
     # set up: wait for the go (see "Pairing" in the module docstring)
     print("READY", flush=True)
     sys.stdin.readline()
     ends, lens, rewards = [], [], []
-    t_begin = time.perf_counter()
-    for _ in range(MAX_STEPS):
-        m = loop.step()
+
+    def on_step(it, fields):
         ends.append(time.perf_counter())
-        lens.append(m["response length"])
-        rewards.append(m["reward mean"])
+        lens.append(fields["response length"])
+        rewards.append(fields["reward mean"])
+
+    t_begin = time.perf_counter()
+    trainer.fit(stage, on_step=on_step)
     s_per_step = (ends[-1] - ends[WARMUP - 1]) / (MAX_STEPS - WARMUP)
     steps = [b - a for a, b in zip([t_begin] + ends[:-1], ends)]
     return {"samples_per_s": G / s_per_step, "s_per_step": s_per_step, "params": params,
             "padded_vocab": model_cfg.padded_vocab_size(), "mean_completion_len": sum(lens) / len(lens),
             "mean_reward": sum(rewards) / len(rewards), "threads": torch.get_num_threads(),
-            "steps_s": [round(s, 4) for s in steps], "rollout_engine": type(loop.engine).__name__}
+            "steps_s": [round(s, 4) for s in steps], "rollout_engine": type(stage.sampler.engine).__name__}
 
 
 def main() -> int:

@@ -40,11 +40,12 @@ def main():
 def measure(args, tmp: str):
     from synthetic import write_corpus
 
+    from megatron_dsm.models.config import preset
     from megatron_dsm.models.gpt import build_model
     from megatron_dsm.training.arguments import TrainConfig
-    from megatron_dsm.models.config import preset
     from megatron_dsm.training.data import BatchOrder, build_datasets, parse_data_path
-    from megatron_dsm.training.loop import Trainer, gpt_forward_step, lm_loss_func
+    from megatron_dsm.training.loop import Trainer
+    from megatron_dsm.training.pretrain import gpt_forward_step, lm_loss_func
 
     prefix = write_corpus(os.path.join(tmp, "syn"), vocab=4096, docs=400, doc_len=400)
     cfg = preset("tiny", vocab_size=4096)  # the synthetic corpus's vocab (it has no tokenizer sidecar)

@@ -22,7 +22,7 @@ so its greedy accuracy is low while many of its samples are right: the
 regime where the paper finds RL helps (Maj@K -> Top1).  The rule reward
 alone has to teach it that writing the steps pays.
 
-Every option of training/arguments.py and rl/rl_config.py is accepted.
+Every option of training/arguments.py and rl/config.py is accepted.
 """
 
 from __future__ import annotations
@@ -36,6 +36,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from megatron_dsm.checkpoint import read_latest  # noqa: E402
+from megatron_dsm.data.tokenizer import build_tokenizer  # noqa: E402
+from megatron_dsm.io import write_json  # noqa: E402
+from megatron_dsm.models.generation import SamplingParams  # noqa: E402
+from megatron_dsm.rl.config import RLConfig  # noqa: E402
+from megatron_dsm.rl.loop import RLStage  # noqa: E402
+from megatron_dsm.rl.rewards import ArithmeticStepReward, RuleReward  # noqa: E402
+from megatron_dsm.rl.toy import ToySFTStage, items_from_problems, toy_items  # noqa: E402
+from megatron_dsm.training.arguments import parse_args  # noqa: E402
+from megatron_dsm.training.loop import Trainer  # noqa: E402
 
 
 def demo_args(argv):
@@ -67,17 +80,6 @@ DEFAULTS = ["--num-layers", "2", "--hidden-size", "128", "--num-attention-heads"
 
 
 def main(argv=None) -> int:
-    import torch
-
-    from megatron_dsm.data.tokenizer import build_tokenizer
-    from megatron_dsm.rl.grpo import RLLoop
-    from megatron_dsm.rl.rewards import ArithmeticStepReward, RuleReward
-    from megatron_dsm.rl.rl_config import RLConfig
-    from megatron_dsm.rl.toy import items_from_problems, sft_until, toy_items
-    from megatron_dsm.training.arguments import parse_args
-    from megatron_dsm.checkpoint import read_latest
-    from megatron_dsm.training.loop import Trainer
-
     demo, rest = demo_args(sys.argv[1:] if argv is None else argv)
     train, model_cfg, rl = parse_args(DEFAULTS + rest, extra=RLConfig)
     work = Path(demo.workdir)
@@ -90,54 +92,30 @@ def main(argv=None) -> int:
     train_p, held_p = toy_items(rl)
     dev_p, train_p = train_p[:200], train_p[200:]
     reward = RuleReward(rl.reward_correct, rl.reward_wrong, rl.format_penalty)
-    step_reward = ArithmeticStepReward(rl.reward_correct, rl.reward_wrong) \
-        if rl.supervision == "process" else None
     held = items_from_problems(held_p)
     t_start = time.perf_counter()
+    if read_latest(work / "sft") is None:
+        sft(demo, train, model_cfg, rl, tok, reward, train_p, items_from_problems(dev_p), work)
+        print(f"> SFT done ({time.perf_counter() - t_start:.0f}s)", flush=True)
 
-    # -- 1. SFT (cached) -------------------------------------------------------
-    sft_dir = work / "sft"
-    if read_latest(sft_dir) is None:
-        sft_cfg = dataclasses.replace(train, lr=demo.sft_lr, micro_batch_size=demo.sft_batch,
-                                      global_batch_size=demo.sft_batch, save=str(sft_dir),
-                                      load=None, train_iters=demo.sft_max_steps,
-                                      tensorboard_dir=None, log_json=None)
-        sft_rl = dataclasses.replace(rl, algorithm="online-rft", beta=0.0, group_size=1,
-                                     prompts_per_step=demo.sft_batch, supervision="outcome")
-        t = Trainer(sft_cfg, model_cfg)
-        loop = RLLoop(t, sft_rl, tok, items_from_problems(train_p), held, reward=reward)
-        res = sft_until(t, loop, train_p, items_from_problems(dev_p), max_steps=demo.sft_max_steps,
-                        target=demo.sft_target, eval_every=demo.sft_eval_every, seed=train.seed,
-                        direct_share=demo.sft_direct_share)
-        t.save()
-        t.close()
-        (work / "sft_result.json").write_text(json.dumps(dataclasses.asdict(res)))
-        print(f"> SFT: {res.steps} steps, dev accuracy {res.dev_accuracy:.3f} "
-              f"({time.perf_counter() - t_start:.0f}s)", flush=True)
-
-    # -- 2. RL -------------------------------------------------------------------
-    rl_cfg = dataclasses.replace(train, load=str(sft_dir), finetune=True,
+    # -- RL from the SFT policy ------------------------------------------------
+    rl_cfg = dataclasses.replace(train, load=str(work / "sft"), finetune=True,
                                  global_batch_size=rl.prompts_per_step * rl.group_size,
                                  save=train.save, tensorboard_dir=train.tensorboard_dir
                                  or str(work / "tb" / tag))
     trainer = Trainer(rl_cfg, model_cfg)
-    critic = None
-    if rl.algorithm == "ppo":
-        from megatron_dsm.rl.ppo import Critic
-
-        critic = Critic(rl_cfg, model_cfg, init_from=trainer.model)
-    loop = RLLoop(trainer, rl, tok, items_from_problems(train_p), held, reward=reward,
-                  step_reward=step_reward, critic=critic)
-    loop.load()
+    step_reward = ArithmeticStepReward(rl.reward_correct, rl.reward_wrong) \
+        if rl.supervision == "process" else None
+    stage = RLStage(rl, tok, items_from_problems(train_p), held, reward=reward, step_reward=step_reward)
+    trainer.attach(stage)
     sampled = dict(temperature=rl.temperature, n=demo.eval_samples, seed=train.seed)
-    forms_before = answer_forms(loop, held)
-    before = loop.evaluate()
-    before_s = loop.evaluate(**sampled)
-    trainer.writer.text(f"> {tag}: held-out accuracy before RL: greedy {before:.3f}, "
-                        f"sampled (T={rl.temperature:g}, {demo.eval_samples}/question) {before_s:.3f}")
-    curve = {"step": [], "reward": [], "accuracy": [], "eval_step": [0], "heldout": [before]}
+    forms_before = answer_forms(stage, held)
+    before_s = stage.accuracy(**sampled)
+    trainer.writer.text(f"> {tag}: held-out accuracy before RL, sampled (T={rl.temperature:g}, "
+                        f"{demo.eval_samples}/question): {before_s:.3f}")
+    curve = {"step": [], "reward": [], "accuracy": [], "eval_step": [0], "heldout": []}
 
-    def on_log(it, fields):
+    def on_step(it, fields):
         curve["step"].append(it)
         curve["reward"].append(fields["reward mean"])
         curve["accuracy"].append(fields["accuracy"])
@@ -145,13 +123,15 @@ def main(argv=None) -> int:
             curve["eval_step"].append(it)
             curve["heldout"].append(fields["heldout accuracy"])
 
-    loop.run(on_log=on_log)
-    after = curve["heldout"][-1] if curve["eval_step"][-1] == trainer.iteration else loop.evaluate()
-    if curve["eval_step"][-1] != trainer.iteration:
+    last = trainer.fit(stage, on_step=on_step)
+    before = last["initial heldout accuracy"]
+    curve["heldout"].insert(0, before)
+    if curve["eval_step"][-1] != trainer.iteration:   # stopped before the last step
         curve["eval_step"].append(trainer.iteration)
-        curve["heldout"].append(after)
-    after_s = loop.evaluate(**sampled)
-    forms_after = answer_forms(loop, held)
+        curve["heldout"].append(stage.accuracy())
+    after = curve["heldout"][-1]
+    after_s = stage.accuracy(**sampled)
+    forms_after = answer_forms(stage, held)
     curve["sampled"] = {"before": before_s, "after": after_s, "temperature": rl.temperature,
                         "samples_per_question": demo.eval_samples}
     trainer.close()
@@ -168,18 +148,31 @@ def main(argv=None) -> int:
     return 0
 
 
-def answer_forms(loop, items) -> dict:
+def sft(demo, train, model_cfg, rl, tok, reward, problems, dev, work: Path) -> None:
+    """1. SFT of the initial policy into WORKDIR/sft (a second run reuses it)."""
+    sft_cfg = dataclasses.replace(train, lr=demo.sft_lr, micro_batch_size=demo.sft_batch,
+                                  global_batch_size=demo.sft_batch, save=str(work / "sft"),
+                                  load=None, train_iters=demo.sft_max_steps,
+                                  tensorboard_dir=None, log_json=None)
+    trainer = Trainer(sft_cfg, model_cfg)
+    stage = ToySFTStage(problems, dev, tok, reward, rl, eval_every=demo.sft_eval_every,
+                        target=demo.sft_target, seed=train.seed, direct_share=demo.sft_direct_share)
+    last = trainer.fit(stage)
+    trainer.close()
+    write_json(work / "sft_result.json", {"steps": trainer.iteration, "dev_accuracy": last["dev accuracy"],
+                                          "history": stage.history})
+    print(f"> SFT: {trainer.iteration} steps, dev accuracy {last['dev accuracy']:.3f}", flush=True)
+
+
+def answer_forms(stage, items) -> dict:
     """Greedy held-out answers by form: the share written as worked steps (at
     least one equation, the SFT data's worked-solution form) and the accuracy
     of each form."""
-    from megatron_dsm.models.generation import SamplingParams
-
-    items = list(items)[:loop.cfg.rl_eval_size]
-    params = SamplingParams(max_new_tokens=loop.cfg.max_new_tokens, stop_ids=(loop.eod,))
-    loop.engine.update_weights(loop.trainer.model)
-    out = loop.engine.generate([loop.encode_prompt(it.prompt) for it in items], params)
-    texts = [loop.decode_response(c) for c in out.completions]
-    _, ok = loop.reward([it.question for it in items], texts, [it.answer for it in items])
+    items = list(items)[:stage.cfg.rl_eval_size]
+    params = SamplingParams(max_new_tokens=stage.cfg.max_new_tokens, stop_ids=(stage.sampler.eod,))
+    out = stage.sampler.generate(items, params, weights_from=stage.trainer.model)
+    texts = [stage.sampler.decode_response(c) for c in out.completions]
+    _, ok = stage.reward([it.question for it in items], texts, [it.answer for it in items])
     worked = ["=" in t for t in texts]
     n_w = sum(worked)
 
@@ -197,7 +190,7 @@ def _forms(f: dict) -> str:
 
 
 def write_plot(curve: dict, path: Path, title: str) -> None:
-    import matplotlib
+    import matplotlib  # optional dependency: only this plot needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -41,12 +41,14 @@ def field(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | Non
           choices: Iterable[Any] | None = None, min: float | None = None,
           max: float | None = None, default_factory: Any = dataclasses.MISSING):
     """A dataclass field carrying its CLI help text (and optional flag name),
-    its allowed values (``choices``) and its inclusive range (``min``, ``max``)."""
+    its allowed values (``choices``: values, or a function returning them
+    when the set grows at run time, as a registry does) and its inclusive
+    range (``min``, ``max``)."""
     meta: dict[str, Any] = {"help": help}
     if flag is not None:
         meta["flag"] = flag
     if choices is not None:
-        meta["choices"] = tuple(choices)
+        meta["choices"] = choices if callable(choices) else tuple(choices)
     if min is not None:
         meta["min"] = min
     if max is not None:
@@ -141,8 +143,14 @@ def _typed(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _check_choices_and_range(f: dataclasses.Field, value: Any, where: str) -> None:
+def field_choices(f: dataclasses.Field) -> tuple | None:
+    """The allowed values of a field (None: any)."""
     choices = f.metadata.get("choices")
+    return tuple(choices()) if callable(choices) else choices
+
+
+def _check_choices_and_range(f: dataclasses.Field, value: Any, where: str) -> None:
+    choices = field_choices(f)
     if choices is not None and value is not None:
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if v not in choices:
@@ -213,7 +221,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: Type, group: str | None 
         if f.default is not dataclasses.MISSING:
             kw["help"] += f" (default: {f.default!r})"
         if "choices" in f.metadata:
-            kw["choices"] = f.metadata["choices"]
+            kw["choices"] = field_choices(f)
         if tp is bool:
             name = flag_name(f)
             g.add_argument(name, nargs="?", const=True, type=_str2bool,

@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pa
 from megatron_dsm.config import ConfigError  # noqa: E402
 from megatron_dsm.io import read_jsonl  # noqa: E402
 from megatron_dsm.data.sft import ChatTemplate  # noqa: E402
-from megatron_dsm.rl.reward_models import (BIRM_LABELS, LABEL_MODES, RewardDataError,  # noqa: E402
-                                           read_birm, shepherd_labels, split_steps)
+from megatron_dsm.rl.prm_labels import BIRM_LABELS, LABEL_MODES, read_birm, shepherd_labels  # noqa: E402
+from megatron_dsm.rl.rm_data import RewardDataError, split_steps  # noqa: E402
 
 
 class CheckpointPolicy:

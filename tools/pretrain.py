@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from megatron_dsm.planner.cli import dry_run  # noqa: E402
-from megatron_dsm.training.loop import main  # noqa: E402
+from megatron_dsm.training.pretrain import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(dry_run("pretrain") if "--dry-run" in sys.argv else main())

@@ -14,7 +14,7 @@ import dataclasses
 from megatron_dsm.config import ConfigError, load_yaml
 from megatron_dsm.models.config import ModelConfig
 from megatron_dsm.rl.reward_models import RMConfig
-from megatron_dsm.rl.rl_config import RLConfig
+from megatron_dsm.rl.config import RLConfig
 from megatron_dsm.training.arguments import TrainConfig, parse_args
 from megatron_dsm.training.sft import SFTConfig
 

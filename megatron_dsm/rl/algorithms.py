@@ -1,8 +1,13 @@
-"""RL algorithms as small pure functions over torch tensors.
+"""RL algorithms: small pure functions over torch tensors, and a registry
+of algorithms by name.
 
 Everything the GRPO / PPO / RFT loops compute from rewards, log-probs and
 values lives here, with no model, optimizer or process group in sight, so that
 each formula can be checked against hand arithmetic (tests/rl/test_algorithms.py).
+At the end, ``Algorithm`` is what the RL loop (rl/loop.py) asks of an
+algorithm, and ``register`` / ``get_algorithm`` find one by the name
+``--algorithm`` gives; the built-in ones (grpo, rft, online-rft, ppo) are in
+rl/builtin_algorithms.py.
 
 Shapes and conventions
 ----------------------
@@ -30,8 +35,12 @@ after token t.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Callable, ClassVar
 
 import torch
+
+from megatron_dsm.config import ConfigError
 
 Tensor = torch.Tensor
 
@@ -453,3 +462,111 @@ def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor
     loss_mat = 0.5 * torch.maximum(l1, l2)
     frac = masked_mean((l2 > l1).to(values.dtype), mask.to(values.dtype))
     return aggregate_loss(loss_mat, mask.to(values.dtype), agg_mode, max_length), frac.detach()
+
+
+# ---------------------------------------------------------------------------
+# algorithms by name
+# ---------------------------------------------------------------------------
+
+
+class Algorithm:
+    """One RL algorithm as the loop (rl/loop.py) runs it.
+
+    The loop holds no algorithm names: it asks an instance (built with the
+    run's ``RLConfig``) what it needs and calls its hooks in this order each
+    step: rollout -> ``advantages`` -> (reference / old log-probs) ->
+    ``before_update`` -> per policy update: ``loss`` per micro-batch, then
+    ``after_update``.  A new algorithm is one subclass under ``@register``.
+
+    Needs: ``needs_reference`` (pi_ref log-probs), ``needs_old_logprobs``
+    (pi_old from a forward pass before the first update; otherwise the loss
+    gets ``logp.detach()``), ``samples_from_initial`` (rollouts from a frozen
+    copy of the initial policy instead of the live one), ``check_config`` /
+    ``check`` (settings or inputs it cannot run with).  State of its own
+    (PPO's critic) is built in ``setup`` and checkpointed by ``write_files`` /
+    ``load_files``.
+    """
+
+    name: ClassVar[str] = ""
+    samples_from_initial: ClassVar[bool] = False
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """``ConfigError`` for settings this algorithm cannot run with."""
+
+    def check(self, *, step_reward) -> None:
+        """``ValueError`` when the run lacks an input the algorithm needs."""
+
+    @property
+    def needs_reference(self) -> bool:
+        return False
+
+    @property
+    def needs_old_logprobs(self) -> bool:
+        return self.cfg.inner_updates > 1
+
+    def setup(self, trainer) -> None:
+        """Build models of its own beside the policy's ``trainer``."""
+
+    def advantages(self, rollout, step_rewards: Callable | None) -> tuple[Tensor, Tensor | None]:
+        """(advantages ``[N, T]`` or a coefficient ``[N]``, zero-spread groups
+        or None for the groups of equal outcome rewards).  ``step_rewards()``
+        scores the rollout's steps (None when the run has no step reward)."""
+        raise NotImplementedError
+
+    def before_update(self, rollout, old: Tensor | None, ref: Tensor | None) -> dict:
+        """After the log-prob passes, before the first update; returns metrics."""
+        return {}
+
+    def loss(self, logp: Tensor, old: Tensor, ref: Tensor | None, advantages: Tensor,
+             mask: Tensor) -> tuple[Tensor, dict]:
+        """(loss to minimise, metrics: ``policy loss``, ``kl``, ``clip fraction``)
+        of one micro-batch."""
+        raise NotImplementedError
+
+    def after_update(self, rollout) -> dict:
+        """After each policy update; returns metrics."""
+        return {}
+
+    def write_files(self, directory: Path) -> None:
+        """Files of this rank added to a checkpoint before it is published."""
+
+    def load_files(self, directory: Path) -> None:
+        """Restore what ``write_files`` wrote (resume, not fine-tune)."""
+
+
+_REGISTRY: dict[str, type[Algorithm]] = {}
+
+
+def register(name: str):
+    """Class decorator: make an ``Algorithm`` subclass ``--algorithm NAME``."""
+    def add(cls: type[Algorithm]) -> type[Algorithm]:
+        if _REGISTRY.get(name, cls) is not cls:
+            raise ValueError(f"RL algorithm {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return add
+
+
+def _builtins() -> dict[str, type[Algorithm]]:
+    # import here, not at the top: the built-ins subclass Algorithm from this module
+    from megatron_dsm.rl import builtin_algorithms  # noqa: F401
+
+    return _REGISTRY
+
+
+def algorithm_names() -> tuple[str, ...]:
+    return tuple(_builtins())
+
+
+def get_algorithm(name: str) -> type[Algorithm]:
+    """The algorithm registered as ``name``; a ``ConfigError`` naming the
+    registered ones otherwise."""
+    try:
+        return _builtins()[name]
+    except KeyError:
+        raise ConfigError(f"rl: algorithm must be one of {algorithm_names()}, got {name!r}") from None

@@ -2,23 +2,26 @@
 iteration, sample from the current policy, label the samples with the
 grader to make new reward-model training data, continue training the
 reward model on it with a replay of 10% historical data, then (in
-``RLLoop.end_rl_iteration``) set pi_ref <- pi_theta.
+``RLStage.end_rl_iteration``) set pi_ref <- pi_theta.
 
-``IterativeRMRefresh`` is an ``RLLoop`` hook.  It trains the reward model
-with ``rl.reward_models.train_reward_model`` (the project's RM stage, on the
-shared Trainer), continuing from the current RM checkpoint, and hands the
+``IterativeRMRefresh`` is an ``RLStage`` hook.  It trains the reward model
+with ``rl.reward_models.train_reward_model`` (the project's RM stage on
+``Trainer.fit``), continuing from the current RM checkpoint, and hands the
 new checkpoint to ``on_new_model`` (which reloads the in-process reward).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
+
 from megatron_dsm.eval.grading import grade
+from megatron_dsm.io import write_jsonl
+from megatron_dsm.rl.reward_models import train_reward_model
 
 
 def records_from_samples(questions: Sequence[str], solutions: Sequence[str],
@@ -62,14 +65,12 @@ class IterativeRMRefresh:
     def sample(self, loop) -> list[dict]:
         idx = [self.rng.randrange(len(loop.train_items)) for _ in range(self.questions_per_refresh)]
         items = [loop.train_items[i] for i in idx]
-        out = loop._sample(items, seed=self.rng.randrange(1 << 30))
+        out = loop.sample(items, seed=self.rng.randrange(1 << 30))
         rows = [it for it in items for _ in range(loop.cfg.group_size)]
-        texts = [loop.decode_response(c) for c in out.completions]
+        texts = [loop.sampler.decode_response(c) for c in out.completions]
         return records_from_samples([r.question for r in rows], texts, [r.answer for r in rows])
 
     def __call__(self, loop) -> None:
-        from megatron_dsm.rl.reward_models import train_reward_model
-
         new = self.sample(loop)
         mix = with_replay(new, self.history, self.replay, self.rng)
         self.history.extend(new)
@@ -78,9 +79,7 @@ class IterativeRMRefresh:
         k = loop.rl_iteration
         data = work / f"rm_data_iter{k}.jsonl"
         if loop.trainer.rank == 0:
-            data.write_text("".join(json.dumps(r) + "\n" for r in mix))
-        import torch
-
+            write_jsonl(data, mix)
         torch.distributed.barrier()
         save = str(work / f"rm_iter{k}")
         train = dataclasses.replace(self.rm_train, load=self.current, finetune=True, save=save,

@@ -49,10 +49,11 @@ import dataclasses
 from typing import TYPE_CHECKING, Optional
 
 import torch
+from megatron.core.transformer.dot_product_attention import DotProductAttention
 
 from megatron_dsm import platform
 from megatron_dsm.models.generation import logprobs_of_targets
-from megatron_dsm.models.gpt import unwrap
+from megatron_dsm.models.gpt import unwrap, whole_model_reason
 
 if TYPE_CHECKING:   # rollout.py imports this module
     from megatron_dsm.rl.rollout import RolloutBatch
@@ -70,10 +71,6 @@ class PackedBatch:
 
 def unsupported_reason(model) -> Optional[str]:
     """None when ``packed_logprobs`` reproduces the row layout for this model."""
-    from megatron.core.transformer.dot_product_attention import DotProductAttention
-
-    from megatron_dsm.models.gpt import whole_model_reason
-
     why = whole_model_reason(model)
     if why:
         return why

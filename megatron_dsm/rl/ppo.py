@@ -4,8 +4,8 @@ PPO needs a value model V_psi of the policy's size, trained alongside the
 policy; GRPO's point is dropping it.  ``Critic`` is that value model on its
 own ``Trainer`` (megatron DDP + optimizer) built from
 ``models.value_head.build_value_model`` (GPTModel backbone + scalar head),
-initialised from the policy's backbone.  ``RLLoop`` with
-``algorithm=ppo`` uses it as follows (paper eq. 1-2):
+initialised from the policy's backbone.  The ``ppo`` algorithm
+(rl/builtin_algorithms.py) uses it as follows (paper eq. 1-2):
 
     r_t  = -beta * (log pi_old(o_t) - log pi_ref(o_t))  + [t = last] * r(q, o)
     A_t  = GAE(gamma, lambda) over delta_t = r_t + gamma V(s_{t+1}) - V(s_t)
@@ -25,15 +25,14 @@ from pathlib import Path
 import torch
 
 from megatron_dsm import platform
-from megatron_dsm.rl import algorithms as alg
 from megatron_dsm.models.gpt import unwrap
+from megatron_dsm.models.value_head import build_value_model
+from megatron_dsm.rl import algorithms as alg
+from megatron_dsm.training.loop import Trainer
 
 
 class Critic:
     def __init__(self, train_cfg, model_cfg, *, init_from=None, value_clip: float = 0.2):
-        from megatron_dsm.models.value_head import build_value_model
-        from megatron_dsm.training.loop import Trainer
-
         cfg = dataclasses.replace(train_cfg, load=None, save=None, tensorboard_dir=None,
                                   log_json=None, wandb_project=None, finetune=False)
         self.trainer = Trainer(cfg, model_cfg,

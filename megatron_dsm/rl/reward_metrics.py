@@ -20,6 +20,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from megatron_dsm.eval.metrics import majority_vote
+
 
 def _as_labels(labels) -> np.ndarray:
     y = np.asarray(labels, dtype=np.float64).reshape(-1)
@@ -73,8 +75,6 @@ def best_of_n(groups: Sequence[dict], seed: int = 0) -> dict:
     top-scored solution (ties: the first), of majority voting over answers,
     of the expected random choice (mean share correct), and of one seeded
     random draw, plus ``pass@N`` (any correct) as the ceiling."""
-    from megatron_dsm.eval.metrics import majority_vote
-
     if not groups:
         raise ValueError("best_of_n needs at least one group")
     rng = random.Random(seed)

@@ -25,6 +25,8 @@ from typing import Callable, Protocol, Sequence
 import torch
 
 from megatron_dsm.eval.grading import extract_answer, grade
+from megatron_dsm.eval.sandbox import execute
+from megatron_dsm.rl.arith_task import step_is_correct
 
 
 @dataclasses.dataclass
@@ -80,8 +82,6 @@ class PoTReward:
     grader: str = "dsm"
 
     def __call__(self, questions, completions, references):
-        from megatron_dsm.eval.sandbox import execute
-
         ok = []
         for c, ref in zip(completions, references):
             m = _CODE.search(c)
@@ -96,7 +96,7 @@ class PoTReward:
 @dataclasses.dataclass
 class ORMReward:
     """An outcome reward model served in process (any object with
-    ``score(pairs) -> [N]``, e.g. ``rl.reward_models.RewardModel``).  The
+    ``score(pairs) -> [N]``, e.g. ``rl.rm_serving.RewardModel``).  The
     grader still decides ``correct`` (reported as accuracy)."""
 
     model: object
@@ -162,8 +162,6 @@ class ArithmeticStepReward:
     grader: str = "dsm"
 
     def __call__(self, questions, completions, references, token_ids, decode) -> StepRewards:
-        from megatron_dsm.rl.arith_task import step_is_correct
-
         per = []
         for c, ref in zip(completions, references):
             steps, answered = [], False

@@ -1,4 +1,4 @@
-"""Rollout batches, per-token log-probs of responses, and the reference model.
+"""Questions, rollouts, per-token log-probs of responses, and the reference model.
 
 A rollout of N = B x G outputs is laid out for training as one right-padded
 token matrix ``[N, S]`` (prompt then response, no left padding, so plain
@@ -25,8 +25,18 @@ import torch
 from megatron_dsm import platform
 from megatron_dsm.models.direct_decode import DirectDecoder, direct_by_default
 from megatron_dsm.models.generation import token_logprobs
-from megatron_dsm.rl import packing
 from megatron_dsm.models.gpt import unwrap
+from megatron_dsm.rl import packing
+
+
+@dataclasses.dataclass
+class Item:
+    """One RL question: the prompt the policy sees, the bare question (for
+    reward models) and the reference answer (for the grader)."""
+
+    prompt: str
+    question: str
+    answer: str
 
 
 @dataclasses.dataclass
@@ -44,6 +54,22 @@ class RolloutBatch:
     def rows(self, start: int, stop: int) -> "RolloutBatch":
         return RolloutBatch(self.tokens[start:stop], self.index[start:stop], self.mask[start:stop],
                             self.prompt_lens[start:stop], self.response_lens[start:stop])
+
+
+@dataclasses.dataclass
+class Rollout:
+    """One exploration stage's samples, rewards and advantages (this rank's rows)."""
+
+    batch: RolloutBatch
+    texts: list[str]
+    items: list[Item]                  # one per row (question repeated G times)
+    rewards: torch.Tensor              # [N]
+    correct: torch.Tensor              # [N] bool
+    rollout_seconds: float
+    new_tokens: int
+    advantages: torch.Tensor | None = None   # [N, T], or a coefficient [N] (RFT)
+    loss_mask: torch.Tensor | None = None    # [N, T]
+    zero_spread_fraction: float = 0.0
 
 
 def build_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],

@@ -1,4 +1,4 @@
-"""The RL stage as a command: options -> task, rewards, Trainer, RLLoop -> run.
+"""The RL stage as a command: options -> task, rewards, Trainer, RLStage -> fit.
 
 ``tools/grpo.py`` (and ``examples/grpo_dsm.sh`` through torchrun) call
 ``main``.  Questions come from the generated arithmetic task or from a jsonl
@@ -8,13 +8,26 @@ paper's recipe), prompted with the paper's zero-shot CoT instruction.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
 from pathlib import Path
 
+from megatron_dsm import checkpoint
 from megatron_dsm.config import ConfigError
-from megatron_dsm.rl.grpo import Item, RLLoop
-from megatron_dsm.rl.rl_config import RLConfig
+from megatron_dsm.data.tokenizer import build_tokenizer
+from megatron_dsm.io import read_jsonl
+from megatron_dsm.models import config as model_config
+from megatron_dsm.rl import rewards as R
+from megatron_dsm.rl.config import RLConfig
+from megatron_dsm.rl.iterative import IterativeRMRefresh
+from megatron_dsm.rl.loop import RLStage
+from megatron_dsm.rl.reward_models import RMConfig
+from megatron_dsm.rl.rm_serving import RewardModel
+from megatron_dsm.rl.rollout import Item
+from megatron_dsm.rl.toy import items_from_problems, toy_items
+from megatron_dsm.training.arguments import parse_args
+from megatron_dsm.training.loop import Trainer
+from megatron_dsm.training.stage import stage_main
 
 COT_PROMPT = ("User: {question}\nPlease reason step by step, and put your final answer "
               "within \\boxed{{}}.\n\nAssistant:")
@@ -25,13 +38,7 @@ def read_items(path: str) -> list[Item]:
     if not p.is_file():
         raise ConfigError(f"RL questions file not found: {p}")
     items = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}:{n}: invalid JSON ({e.msg})") from None
+    for n, rec in read_jsonl(p, error=ConfigError):
         q, a = rec.get("question") or rec.get("problem"), rec.get("answer")
         if not isinstance(q, str) or a is None:
             raise ConfigError(f"{p}:{n}: needs 'question' (or 'problem') and 'answer'")
@@ -43,16 +50,12 @@ def read_items(path: str) -> list[Item]:
 
 def build_task(rl: RLConfig) -> tuple[list[Item], list[Item]]:
     if rl.task == "arith":
-        from megatron_dsm.rl.toy import items_from_problems, toy_items
-
         tr, held = toy_items(rl)
         return items_from_problems(tr), items_from_problems(held)
     return read_items(rl.task), (read_items(rl.heldout_task) if rl.heldout_task else [])
 
 
 def build_rewards(rl: RLConfig, tokenizer):
-    from megatron_dsm.rl import rewards as R
-
     step = None
     if rl.reward in ("rule", "arith-steps"):
         outcome = R.RuleReward(rl.reward_correct, rl.reward_wrong, rl.format_penalty)
@@ -61,8 +64,6 @@ def build_rewards(rl: RLConfig, tokenizer):
     elif rl.reward == "pot":
         outcome = R.PoTReward(rl.reward_correct, rl.reward_wrong)
     else:
-        from megatron_dsm.rl.reward_models import RewardModel
-
         rm = RewardModel.from_checkpoint(rl.reward_model, tokenizer)
         outcome = R.ORMReward(rm)
         if rl.reward == "prm":
@@ -73,13 +74,6 @@ def build_rewards(rl: RLConfig, tokenizer):
 def iterative_hook(train, rl: RLConfig, outcome, step):
     """Iterative RL: after each RL iteration the reward model keeps training on
     fresh graded policy samples (10% replay) and the in-process reward reloads it."""
-    import dataclasses
-
-    from megatron_dsm import checkpoint
-    from megatron_dsm.models import config as model_config
-    from megatron_dsm.rl.iterative import IterativeRMRefresh
-    from megatron_dsm.rl.reward_models import RMConfig, RewardModel
-
     common = checkpoint.read_common(rl.reward_model)
     rm_model = model_config.from_checkpoint(rl.reward_model)
     rec = common.get("reward_model", {})
@@ -100,18 +94,7 @@ def iterative_hook(train, rl: RLConfig, outcome, step):
                               on_new_model=reload, seed=train.seed)
 
 
-def main(argv=None) -> int:
-    """One error line (exit 2) for bad options, data or checkpoints."""
-    from megatron_dsm.training.loop import stage_main
-
-    return stage_main(lambda: _main(argv))
-
-
-def _main(argv=None) -> int:
-    from megatron_dsm.data.tokenizer import build_tokenizer
-    from megatron_dsm.training.arguments import parse_args
-    from megatron_dsm.training.loop import Trainer
-
+def run(argv=None) -> int:
     train, model_cfg, rl = parse_args(argv, extra=RLConfig)
     tok = build_tokenizer(rl.tokenizer_type, rl.tokenizer_model)
     if model_cfg.vocab_size is None:
@@ -121,26 +104,17 @@ def _main(argv=None) -> int:
     rl.check_pipeline(train.pipeline_model_parallel_size)
     outcome, step = build_rewards(rl, tok)
     trainer = Trainer(train, model_cfg)
-    critic = None
-    if rl.algorithm == "ppo":
-        from megatron_dsm.rl.ppo import Critic
-
-        critic = Critic(train, model_cfg, init_from=trainer.model)
-    loop = RLLoop(trainer, rl, tok, train_items, held, reward=outcome, step_reward=step,
-                  critic=critic)
+    stage = RLStage(rl, tok, train_items, held, reward=outcome, step_reward=step)
     if rl.rm_update_iters:
-        loop.hooks.append(iterative_hook(train, rl, outcome, step))
-    if train.load:
-        loop.load()
-    if held:
-        trainer.writer.text(f"> held-out greedy accuracy at start: {loop.evaluate():.3f}")
-    loop.run()
-    if train.save and not trainer.should_save():
-        loop.save()
-    if held:
-        trainer.writer.text(f"> held-out greedy accuracy at end: {loop.evaluate():.3f}")
+        stage.hooks.append(iterative_hook(train, rl, outcome, step))
+    trainer.fit(stage)
     trainer.close()
     return 0
+
+
+def main(argv=None) -> int:
+    """One error line (exit 2) for bad options, data or checkpoints."""
+    return stage_main(lambda: run(argv))
 
 
 if __name__ == "__main__":

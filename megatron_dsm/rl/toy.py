@@ -1,13 +1,14 @@
 """The toy RL setting end to end: data, a tiny policy SFT'd by the project's
-own Trainer, and the pieces ``RLLoop`` needs.
+own Trainer, and the pieces ``RLStage`` needs.
 
 Why a separate module: the demo, the ablation and the tests all need "an
 SFT policy that is moderately good at the arithmetic task"; this builds it
 the same way everywhere.  SFT here is plain response-only next-token loss on
-worked solutions (``prompt + " " + solution + <eod>``), run through
-``Trainer.train_step`` and megatron-core's GPTModel LM loss, for a fixed
-number of steps or until greedy accuracy on a *dev* split (drawn from the
-training problems, never the held-out split) reaches a target.
+worked solutions (``prompt + " " + solution + <eod>``), run by
+``ToySFTStage`` on ``Trainer.fit`` with megatron-core's GPTModel LM loss,
+for a fixed number of steps or until greedy accuracy on a *dev* split
+(drawn from the training problems, never the held-out split) reaches a
+target.
 
 Mixed demonstrations.  Like real SFT sets, which mix worked solutions with
 bare final answers, a share ``direct_share`` of the SFT targets is only
@@ -22,7 +23,6 @@ the right output more likely at the top, Maj@K -> Top1).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import random
 from typing import Sequence
@@ -31,8 +31,10 @@ import torch
 
 from megatron_dsm import platform
 from megatron_dsm.rl.arith_task import Problem, generate_problems
-from megatron_dsm.rl.grpo import Item
-from megatron_dsm.training.loop import lm_loss_func
+from megatron_dsm.rl.rollout import Item
+from megatron_dsm.rl.sampler import PolicySampler
+from megatron_dsm.training.pretrain import lm_loss_func
+from megatron_dsm.training.stage import Stage, StepResult
 
 
 def items_from_problems(problems: Sequence[Problem]) -> list[Item]:
@@ -84,37 +86,47 @@ def sft_forward_step(data_iterator, model):
     return out, functools.partial(lm_loss_func, batch["loss_mask"].to(dev))
 
 
-@dataclasses.dataclass
-class SFTResult:
-    steps: int
-    dev_accuracy: float
-    history: list[tuple[int, float]]
+class ToySFTStage(Stage):
+    """Response-only SFT on the task's demonstrations (random draws of
+    ``sft_rows``, seeded); its evaluation is greedy accuracy on ``dev``
+    every ``eval_every`` steps, and it stops early once that reaches
+    ``target`` (None: never).  ``rl_cfg`` gives the sampling settings of the
+    evaluation (engine, response length, ``rl_eval_size``)."""
 
+    eval_title = "dev evaluation"
+    eval_prefix = ""
 
-def sft_until(trainer, loop, problems: Sequence[Problem], dev: Sequence[Item], *, max_steps: int,
-              target: float | None, eval_every: int, seed: int = 0,
-              direct_share: float = 0.0) -> SFTResult:
-    """SFT ``trainer``'s policy for ``max_steps`` steps, or until greedy dev
-    accuracy (measured by ``loop.evaluate`` every ``eval_every`` steps)
-    reaches ``target`` (None: no early stop)."""
-    rows = sft_rows(problems, loop.tok, direct_share, seed)
-    rng = random.Random(seed)
-    mbs, gbs = trainer.train_cfg.micro_batch_size, trainer.train_cfg.global_batch_size
-    history: list[tuple[int, float]] = []
-    acc = 0.0
-    step = 0
-    while step < max_steps:
-        chosen = [rows[rng.randrange(len(rows))] for _ in range(gbs)]
-        mbatches = [sft_batch(chosen[i:i + mbs], loop.pad_id) for i in range(0, gbs, mbs)]
+    def __init__(self, problems: Sequence[Problem], dev: Sequence[Item], tokenizer, reward, rl_cfg, *,
+                 eval_every: int, target: float | None = None, seed: int = 0,
+                 direct_share: float = 0.0):
+        self.rows = sft_rows(problems, tokenizer, direct_share, seed)
+        self.rng = random.Random(seed)
+        self.dev, self.tok, self.reward, self.rl_cfg = list(dev), tokenizer, reward, rl_cfg
+        self.eval_every, self.target = eval_every, target
+        self.history: list[tuple[int, float]] = []
+        self.sampler: PolicySampler | None = None
+
+    def setup(self, trainer) -> None:
+        self.sampler = PolicySampler(self.rl_cfg.rollout_engine, trainer.model, self.tok,
+                                     vocab_size=trainer.model_cfg.vocab_size)
+
+    def step(self, trainer) -> StepResult:
+        mbs, gbs = trainer.train_cfg.micro_batch_size, trainer.train_cfg.global_batch_size
+        chosen = [self.rows[self.rng.randrange(len(self.rows))] for _ in range(gbs)]
+        mbatches = [sft_batch(chosen[i:i + mbs], self.sampler.pad_id) for i in range(0, gbs, mbs)]
         s = max(m["tokens"].size(1) for m in mbatches)
-        res = trainer.train_step(sft_forward_step, mbatches, seq_length=s, micro_batch_size=mbs,
-                                 num_microbatches=len(mbatches))
-        step += 1
-        if step % eval_every == 0 or step == max_steps:
-            acc = loop.evaluate(dev)
-            history.append((step, acc))
-            trainer.writer.text(f" sft step {step} | lm loss: {res.metrics['lm loss']:.4f} | "
-                                f"dev accuracy: {acc:.3f}")
-            if target is not None and acc >= target:
-                break
-    return SFTResult(step, acc, history)
+        return trainer.train_step(sft_forward_step, mbatches, seq_length=s, micro_batch_size=mbs,
+                                  num_microbatches=len(mbatches))
+
+    def eval_interval(self, trainer) -> int:
+        return self.eval_every
+
+    def evaluate(self, trainer) -> dict:
+        cfg = self.rl_cfg
+        acc = self.sampler.accuracy(self.dev[:cfg.rl_eval_size], self.reward, max_new_tokens=cfg.max_new_tokens,
+                                    weights_from=trainer.model, top_p=cfg.top_p)
+        self.history.append((trainer.iteration, acc))
+        return {"dev accuracy": acc}
+
+    def finished(self, trainer) -> bool:
+        return self.target is not None and bool(self.history) and self.history[-1][1] >= self.target

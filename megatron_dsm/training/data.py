@@ -14,8 +14,13 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_dsm.config import ConfigError
+from megatron_dsm.data.indexed import read_sidecar
+from megatron_dsm.data.mixture import load_mixture, validate_prefixes
 
 
 @dataclasses.dataclass
@@ -52,16 +57,12 @@ def parse_data_path(items: list[str] | str) -> Blend:
 
 
 def blend_from_mixture(path: str) -> Blend:
-    from megatron_dsm.data.mixture import load_mixture
-
     prefixes, weights = load_mixture(path).to_blend()
     return Blend(list(prefixes), list(weights) if weights is not None else None)
 
 
 def tokenizer_facts(prefix: str) -> dict:
     """vocab_size / eod recorded by tools/preprocess_data.py ({} if absent)."""
-    from megatron_dsm.data.indexed import read_sidecar
-
     try:
         side = read_sidecar(prefix) or {}
     except ValueError as e:
@@ -77,10 +78,6 @@ def validate_blend(blend: Blend, vocab_size: int, *, check_token_ids: bool = Tru
                    fingerprint: str | None = None) -> dict:
     """Check every prefix before building anything (one clear line on the
     first problem). Returns per-prefix {documents, tokens}."""
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
-    from megatron_dsm.data.mixture import validate_prefixes
-
     try:
         infos = validate_prefixes(blend.prefixes, blend.weights, fingerprint, require_sidecar=False)
     except (ValueError, FileNotFoundError) as e:
@@ -130,9 +127,6 @@ class _SpecialTokens:
 def build_datasets(blend: Blend, *, seq_length: int, seed: int, split: str,
                    num_samples: list[int], cache_dir: str, vocab_size: int, eod: int):
     """train/valid/test datasets from megatron-core's builder."""
-    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
-
     cfg = GPTDatasetConfig(
         random_seed=seed,
         sequence_length=seq_length,

@@ -11,24 +11,28 @@ import re
 from pathlib import Path
 
 
+def format_value(key: str, v) -> str:
+    """One field's value as the log line writes it (losses in E notation)."""
+    if not isinstance(v, float):
+        return str(v)
+    if key.endswith("loss"):
+        return f"{v:.6E}"
+    if key == "learning rate":
+        return f"{v:.3E}"
+    if key.startswith("elapsed time"):
+        return f"{v:.1f}"
+    if key == "tokens per second":
+        return f"{v:.0f}"
+    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+
+
+def format_fields(fields: dict) -> str:
+    """`` key: value | key: value |`` (the part after the iteration)."""
+    return "".join(f" {k}: {format_value(k, v)} |" for k, v in fields.items())
+
+
 def format_line(iteration: int, train_iters: int, fields: dict) -> str:
-    parts = [f" iteration {iteration:8d}/{train_iters:8d} |"]
-    for k, v in fields.items():
-        if isinstance(v, float):
-            if k in ("lm loss", "loss") or k.endswith("loss"):
-                s = f"{v:.6E}"
-            elif k == "learning rate":
-                s = f"{v:.3E}"
-            elif k.startswith("elapsed time"):
-                s = f"{v:.1f}"
-            elif k == "tokens per second":
-                s = f"{v:.0f}"
-            else:
-                s = f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
-        else:
-            s = str(v)
-        parts.append(f" {k}: {s} |")
-    return "".join(parts)
+    return f" iteration {iteration:8d}/{train_iters:8d} |" + format_fields(fields)
 
 
 _LINE = re.compile(r"iteration\s+(\d+)/\s*(\d+) \|(.*)")
@@ -64,12 +68,13 @@ class MetricsWriter:
         if not enabled:
             return
         if tensorboard_dir:
+            # optional dependency: torch's writer needs the tensorboard package
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(log_dir=tensorboard_dir)
         if wandb_project:
             try:
-                import wandb
+                import wandb  # optional dependency, only with --wandb-project
             except ImportError:
                 raise RuntimeError("--wandb-project needs the `wandb` package (pip install wandb)") from None
             self.wandb = wandb.init(project=wandb_project, config=run_config or {})

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from typing import ClassVar
 
 import numpy as np
@@ -38,9 +37,12 @@ import torch
 
 from megatron_dsm import platform
 from megatron_dsm.config import ConfigError, field, options
-from megatron_dsm.data.sft import PackedSFTDataset, SFTDataError, packed_seq_params
+from megatron_dsm.data.sft import ChatTemplate, PackedSFTDataset, SFTDataError, packed_seq_params
 from megatron_dsm.models.config import ModelConfig
-from megatron_dsm.training.arguments import TrainConfig
+from megatron_dsm.models.gpt import transformer_engine_available
+from megatron_dsm.training.arguments import TrainConfig, parse_args
+from megatron_dsm.training.loop import Trainer
+from megatron_dsm.training.stage import Stage, stage_main
 
 ATTENTION = ("auto", "mask", "thd")
 
@@ -144,8 +146,6 @@ def make_forward_step(use_thd: bool):
 
 
 def _use_thd(sft_cfg: SFTConfig, train: TrainConfig) -> bool:
-    from megatron_dsm.models.gpt import transformer_engine_available
-
     te = train.use_te if train.use_te is not None else transformer_engine_available()
     if sft_cfg.packed_attention == "thd":
         if not te:
@@ -208,9 +208,45 @@ def evaluate_loss(trainer, dataset: PackedSFTDataset, forward_step, max_packs: i
     return trainer.reduce_metrics(losses)["lm loss"]
 
 
-def _eval_packs(train: TrainConfig) -> int:
-    """Held-out packs per evaluation: --eval-iters global batches."""
-    return train.eval_iters * train.global_batch_size
+class SFTStage(Stage):
+    """Fine-tuning on packed SFT data (see the module docstring)."""
+
+    def __init__(self, train: TrainConfig, model_cfg: ModelConfig, sft_cfg: SFTConfig):
+        """Opens and checks the packs before any process group exists."""
+        self.train, self.model_cfg, self.cfg = train, model_cfg, sft_cfg
+        self.use_thd = _use_thd(sft_cfg, train)
+        self.train_ds = _open(_sft_prefix(train), model_cfg, self.use_thd)
+        self.valid_ds = _open(sft_cfg.valid_data_path, model_cfg, self.use_thd) if sft_cfg.valid_data_path else None
+        self.forward_step = make_forward_step(self.use_thd)
+        self.order = None
+
+    def start(self, trainer) -> None:
+        t = self.train
+        self.order = PackOrder(len(self.train_ds), global_batch=t.global_batch_size,
+                               micro_batch=t.micro_batch_size, dp_rank=trainer.ps.get_data_parallel_rank(),
+                               dp_size=trainer.ps.get_data_parallel_world_size(), seed=t.seed,
+                               shuffle=self.cfg.shuffle, consumed_samples=trainer.consumed_samples)
+
+    def banner(self, trainer) -> str:
+        t, info = self.train, self.train_ds.info
+        return (f"> SFT {t.model} ({self.model_cfg.num_parameters():,} params) TP={t.tensor_model_parallel_size} "
+                f"PP={t.pipeline_model_parallel_size} DP={trainer.ps.get_data_parallel_world_size()} on "
+                f"{platform.device_name()}; data: {info['packs']} packs / {info['samples']} samples / "
+                f"{info['target_tokens']:,} target tokens ({'thd' if self.use_thd else 'block mask'} isolation)")
+
+    def microbatches(self, trainer) -> list:
+        return [collate([self.train_ds[i] for i in mb]) for mb in self.order.microbatches()]
+
+    def tokens_per_step(self, trainer) -> int:
+        return self.train.global_batch_size * self.model_cfg.seq_length
+
+    def eval_interval(self, trainer) -> int | None:
+        return self.train.eval_interval if self.train.eval_interval and self.valid_ds is not None else None
+
+    def evaluate(self, trainer) -> dict:
+        """Held-out loss over ``--eval-iters`` global batches of packs."""
+        packs = self.train.eval_iters * self.train.global_batch_size
+        return {"lm loss": evaluate_loss(trainer, self.valid_ds, self.forward_step, packs)}
 
 
 @dataclasses.dataclass
@@ -221,69 +257,14 @@ class SFTResult:
 
 def run_sft(train: TrainConfig, model_cfg: ModelConfig, sft_cfg: SFTConfig) -> SFTResult:
     """Fine-tune the model on packed SFT data."""
-    from megatron_dsm.training.loop import Trainer
-
-    prefix = _sft_prefix(train)
-    use_thd = _use_thd(sft_cfg, train)
-    train_ds = _open(prefix, model_cfg, use_thd)
-    valid_ds = _open(sft_cfg.valid_data_path, model_cfg, use_thd) if sft_cfg.valid_data_path else None
+    stage = SFTStage(train, model_cfg, sft_cfg)
     trainer = Trainer(train, model_cfg)
-    if train.load:
-        trainer.load()
-    ps = trainer.ps
-    order = PackOrder(len(train_ds), global_batch=train.global_batch_size,
-                      micro_batch=train.micro_batch_size, dp_rank=ps.get_data_parallel_rank(),
-                      dp_size=ps.get_data_parallel_world_size(), seed=train.seed,
-                      shuffle=sft_cfg.shuffle, consumed_samples=trainer.consumed_samples)
-    forward_step = make_forward_step(use_thd)
-    info = train_ds.info
-    trainer.writer.text(
-        f"> SFT {train.model} ({model_cfg.num_parameters():,} params) TP={train.tensor_model_parallel_size} "
-        f"PP={train.pipeline_model_parallel_size} DP={ps.get_data_parallel_world_size()} on "
-        f"{platform.device_name()}; data: {info['packs']} packs / {info['samples']} samples / "
-        f"{info['target_tokens']:,} target tokens ({'thd' if use_thd else 'block mask'} isolation)")
-    last: dict = {}
-    if valid_ds is not None and train.eval_interval:
-        v = evaluate_loss(trainer, valid_ds, forward_step, _eval_packs(train))
-        trainer.writer.text(f" validation loss at iteration {trainer.iteration} | lm loss: {v:.6E} |")
-        last["initial validation lm loss"] = v
-    window_t0, window_n = time.perf_counter(), 0
-    while trainer.iteration < train.train_iters:
-        lr = trainer.current_lr()
-        micro = [collate([train_ds[i] for i in mb]) for mb in order.microbatches()]
-        result = trainer.train_step(forward_step, micro)
-        trainer.consumed_samples = order.consumed_samples
-        window_n += 1
-        it = trainer.iteration
-        if it % train.log_interval == 0 or it == train.train_iters:
-            elapsed = (time.perf_counter() - window_t0) / window_n
-            fields = trainer.step_fields(result, lr, elapsed,
-                                         train.global_batch_size * model_cfg.seq_length)
-            trainer.writer.log(it, train.train_iters, fields)
-            last.update(fields, iteration=it)
-            window_t0, window_n = time.perf_counter(), 0
-        if valid_ds is not None and train.eval_interval and (
-                it % train.eval_interval == 0 or it == train.train_iters):
-            v = evaluate_loss(trainer, valid_ds, forward_step, _eval_packs(train))
-            trainer.writer.text(f" validation loss at iteration {it} | lm loss: {v:.6E} |")
-            last["validation lm loss"] = v
-            window_t0 = time.perf_counter()  # evaluation is not part of step time
-        if trainer.should_save():
-            trainer.save()
-            window_t0 = time.perf_counter()
-        if train.exit_interval and it % train.exit_interval == 0:
-            trainer.writer.text(f"exiting at iteration {it} (--exit-interval)")
-            break
-    if train.save and trainer.iteration > 0 and not trainer.should_save():
-        trainer.save()
+    metrics = trainer.fit(stage)
     trainer.close()
-    return SFTResult(last, trainer)
+    return SFTResult(metrics, trainer)
 
 
 def main(argv=None) -> int:
-    from megatron_dsm.training.arguments import parse_args
-    from megatron_dsm.training.loop import stage_main
-
     return stage_main(lambda: run_sft(*parse_args(argv, extra=SFTConfig)), SFTDataError)
 
 
@@ -332,8 +313,6 @@ def exact_match(model, tokenizer, conversations: list[list[dict]], *, template=N
                 max_new_tokens: int = 64, batch: int = 64) -> float:
     """Share of single-turn conversations whose greedy completion equals the
     reference response token for token, through its eos."""
-    from megatron_dsm.data.sft import ChatTemplate
-
     template = template or ChatTemplate()
     hits = 0
     for s in range(0, len(conversations), batch):

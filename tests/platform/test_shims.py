@@ -146,7 +146,7 @@ def test_schedule_ddp_optimizer_and_checkpoint_run_on_cpu(dist, tmp_path):
 
     from megatron_dsm.models.config import ModelConfig
     from megatron_dsm.models.gpt import build_model, transformer_config
-    from megatron_dsm.training.loop import lm_loss_func
+    from megatron_dsm.training.pretrain import lm_loss_func
 
     cfg = ModelConfig(num_layers=2, hidden_size=32, num_attention_heads=4, ffn_hidden_size=64,
                       vocab_size=64, seq_length=8)

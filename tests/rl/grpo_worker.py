@@ -1,5 +1,5 @@
-"""Runs short GRPO scenarios through the real loop (Trainer + megatron-core
-GPTModel + the shared sampler) and writes what it saw as JSON.  Used by
+"""Runs short GRPO scenarios through the real loop (Trainer.fit + RLStage +
+megatron-core GPTModel + the shared sampler) and writes what it saw as JSON.  Used by
 test_grpo.py in a subprocess (megatron's parallel state is per process)."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from megatron_dsm.data.tokenizer import build_tokenizer  # noqa: E402
-from megatron_dsm.rl.grpo import RLLoop  # noqa: E402
+from megatron_dsm.rl.loop import RLStage  # noqa: E402
 from megatron_dsm.rl.rewards import RuleReward  # noqa: E402
-from megatron_dsm.rl.rl_config import RLConfig  # noqa: E402
+from megatron_dsm.rl.config import RLConfig  # noqa: E402
 from megatron_dsm.rl.toy import items_from_problems, toy_items  # noqa: E402
 from megatron_dsm.training.arguments import parse_args  # noqa: E402
 from megatron_dsm.models.gpt import unwrap  # noqa: E402
@@ -44,7 +44,7 @@ def make(extra: list[str], reward=None):
     trainer = Trainer(train, model_cfg)
     # format penalty: random policies sometimes print no number at all -> reward spread
     reward = reward or RuleReward(1.0, 0.0, format_penalty=0.5)
-    loop = RLLoop(trainer, rl, tok, items_from_problems(tr_p), items_from_problems(held_p), reward=reward)
+    loop = RLStage(rl, tok, items_from_problems(tr_p), items_from_problems(held_p), reward=reward)
     return trainer, loop
 
 
@@ -62,6 +62,7 @@ def scenario_run(work: Path) -> dict:
     trainer, loop = make(["--train-iters", "3", "--rl-iteration-steps", "2", "--beta", "0.04",
                           "--save", str(save), "--save-interval", "3",
                           "--tensorboard-dir", str(work / "tb")])
+    trainer.attach(loop)
     p0 = flat(trainer.model)
     ref0 = ref_flat(loop)
     seen = {}
@@ -74,7 +75,7 @@ def scenario_run(work: Path) -> dict:
     loop.hooks.append(hook)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        loop.run()
+        trainer.fit(loop)
     lines = [parse_line(l) for l in buf.getvalue().splitlines()]
     lines = [l for l in lines if l]
     ref_end = ref_flat(loop)
@@ -104,7 +105,7 @@ def scenario_resume(work: Path) -> dict:
     save = work / "ckpt"
     trainer, loop = make(["--train-iters", "4", "--rl-iteration-steps", "2", "--beta", "0.04",
                           "--load", str(save)])
-    common = loop.load()
+    common = trainer.attach(loop)
     out = {"iteration": trainer.iteration, "rl_iteration": loop.rl_iteration,
            "order": loop.order.state(), "next_questions": loop.order.take(4),
            "loaded_from": common["loaded_from"],
@@ -121,7 +122,7 @@ def scenario_resume(work: Path) -> dict:
     trainer, loop = make(["--train-iters", "4", "--rl-iteration-steps", "2", "--beta", "0.04",
                           "--load", str(broken)])
     try:
-        loop.load()
+        trainer.attach(loop)
         out["missing_reference_error"] = None
     except FileNotFoundError as e:
         out["missing_reference_error"] = str(e)
@@ -138,20 +139,20 @@ def scenario_zero_spread(work: Path) -> dict:
 
     trainer, loop = make(["--train-iters", "1", "--beta", "0.0"], reward=Constant())
     p0 = flat(trainer.model)
-    m = loop.step()
+    m = trainer.fit(loop)
     out = {"metrics": m, "params_unchanged": bool(torch.equal(p0, flat(trainer.model)))}
     # the same loop with a spread of rewards does move the policy
     trainer.close()
     trainer2, loop2 = make(["--train-iters", "1", "--beta", "0.0"])
     q0 = flat(trainer2.model)
-    m2 = loop2.step()
+    m2 = trainer2.fit(loop2)
     out["spread_metrics"] = m2
     out["spread_params_changed"] = bool(not torch.equal(q0, flat(trainer2.model)))
     # held-out accuracy sampled at T=1: n samples per question, seeded
     few = loop2.heldout_items[:5]
-    out["sampled_eval"] = [loop2.evaluate(few, temperature=1.0, n=4, seed=3) for _ in range(2)]
+    out["sampled_eval"] = [loop2.accuracy(few, temperature=1.0, n=4, seed=3) for _ in range(2)]
     try:
-        loop2.evaluate(few, n=4)
+        loop2.accuracy(few, n=4)
         out["greedy_n_error"] = None
     except ValueError as e:
         out["greedy_n_error"] = str(e)

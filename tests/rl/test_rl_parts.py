@@ -8,10 +8,10 @@ import torch
 from megatron_dsm.config import ConfigError
 from megatron_dsm.data.tokenizer import build_tokenizer
 from megatron_dsm.rl.arith_task import generate_problems, step_is_correct
-from megatron_dsm.rl.grpo import QuestionOrder
+from megatron_dsm.rl.loop import QuestionOrder
 from megatron_dsm.rl.iterative import records_from_samples, with_replay
 from megatron_dsm.rl.rewards import ArithmeticStepReward, PoTReward, RuleReward, char_to_token_ends
-from megatron_dsm.rl.rl_config import RLConfig
+from megatron_dsm.rl.config import RLConfig
 from megatron_dsm.rl.rollout import build_batch
 
 

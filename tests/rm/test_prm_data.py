@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from megatron_dsm.rl.reward_models import RewardDataError, read_birm, shepherd_labels
+from megatron_dsm.rl.prm_labels import read_birm, shepherd_labels
+from megatron_dsm.rl.rm_data import RewardDataError
 from tests.rm import toy_policy
 
 Q = "Tom has 3 apples, gets 4 more, then 5 more. How many apples?"

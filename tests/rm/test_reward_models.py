@@ -16,7 +16,8 @@ import torch
 from megatron_dsm import platform
 from megatron_dsm.models.config import ModelConfig
 from megatron_dsm.rl import reward_metrics
-from megatron_dsm.rl.reward_models import RMConfig, RewardModel, train_reward_model
+from megatron_dsm.rl.reward_models import RMConfig, train_reward_model
+from megatron_dsm.rl.rm_serving import RewardModel
 from megatron_dsm.training.arguments import TrainConfig
 from tests.rm import toydata
 from tests.rm.helpers import small_tokenizer

@@ -17,8 +17,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_pretrain(args: list[str], *, nproc: int = 1, env: dict | None = None,
-                 timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
+def _command(args: list[str], nproc: int, env: dict | None) -> tuple[list[str], dict]:
     e = {k: v for k, v in os.environ.items()
          if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     e.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **(env or {}))
@@ -28,6 +27,12 @@ def run_pretrain(args: list[str], *, nproc: int = 1, env: dict | None = None,
         cmd = [PY, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
                str(REPO / "tools" / "pretrain.py")] + args
+    return cmd, e
+
+
+def run_pretrain(args: list[str], *, nproc: int = 1, env: dict | None = None,
+                 timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
+    cmd, e = _command(args, nproc, env)
     # Own session: the fault-injection test kills the whole group, and a
     # helper process (dist_checkpointing's queue manager) must die with it.
     p = subprocess.run(cmd, cwd=REPO, env=e, capture_output=True, text=True, timeout=timeout,
@@ -35,6 +40,13 @@ def run_pretrain(args: list[str], *, nproc: int = 1, env: dict | None = None,
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\nSTDOUT:\n{p.stdout[-4000:]}\nSTDERR:\n{p.stderr[-6000:]}")
     return p
+
+
+def start_pretrain(args: list[str], *, nproc: int = 1, env: dict | None = None) -> subprocess.Popen:
+    """The same run, started in the background (stdout and stderr piped)."""
+    cmd, e = _command(args, nproc, env)
+    return subprocess.Popen(cmd, cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
 
 
 def read_metrics(path) -> dict[int, dict]:

@@ -1,5 +1,5 @@
 """--cpu-fused-adam: megatron-core's torch AdamW fallback switched to torch's
-fused CPU kernel (training/loop.py::use_fused_cpu_adam) gives the update of
+fused CPU kernel (training/optimizer.py::use_fused_cpu_adam) gives the update of
 the per-parameter loop it replaces, and only CPU Adam groups are switched."""
 import sys
 from pathlib import Path
@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from megatron_dsm.training.loop import use_fused_cpu_adam  # noqa: E402
+from megatron_dsm.training.optimizer import use_fused_cpu_adam  # noqa: E402
 
 
 class _Wrapper:

@@ -6,7 +6,8 @@ Defaults are the paper's GRPO recipe where the paper gives one (beta 0.04,
 k3 KL in the loss, eps 0.2, per-sequence token mean, one policy update per
 exploration stage); sizes default to the toy task.
 
-Settings of the same loop (paper section 5.2, "unified paradigm"):
+``--algorithm`` names a registered algorithm (rl/algorithms.py; the paper's
+unified paradigm, section 5.2, in rl/builtin_algorithms.py):
 
     algorithm=rft          data from the initial (SFT) model, GC = 1 on correct
     algorithm=online-rft   data from the live policy,         GC = 1 on correct
@@ -20,9 +21,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from megatron_dsm.config import ConfigError, field, options
-from megatron_dsm.rl.algorithms import AGG_MODES, KL_ESTIMATORS
+from megatron_dsm.rl.algorithms import AGG_MODES, KL_ESTIMATORS, algorithm_names, get_algorithm
 
-ALGORITHMS = ("grpo", "rft", "online-rft", "ppo")
 REWARDS = ("rule", "pot", "orm", "prm", "arith-steps")
 
 
@@ -30,7 +30,7 @@ REWARDS = ("rule", "pot", "orm", "prm", "arith-steps")
 class RLConfig:
     yaml_section: ClassVar[str] = "rl"
 
-    algorithm: str = field("grpo", help="RL algorithm", choices=ALGORITHMS)
+    algorithm: str = field("grpo", help="RL algorithm", choices=algorithm_names)
     supervision: str = field("outcome", help="GRPO advantage: outcome (OS) or process (PS)",
                              choices=("outcome", "process"))
     group_size: int = field(8, help="G: sampled outputs per question")
@@ -84,8 +84,7 @@ class RLConfig:
         for name in ("group_size", "prompts_per_step", "max_new_tokens", "inner_updates"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"rl: {name} must be >= 1, got {getattr(self, name)}")
-        if self.algorithm in ("grpo", "ppo") and self.group_size < 2 and self.algorithm == "grpo":
-            raise ConfigError("rl: GRPO needs group_size >= 2 (the baseline is the group mean)")
+        get_algorithm(self.algorithm).check_config(self)
         if self.temperature <= 0:
             raise ConfigError(f"rl: temperature must be > 0 for sampling, got {self.temperature}")
         if self.beta < 0:
@@ -101,7 +100,7 @@ class RLConfig:
             raise ConfigError(f"rl: rm_replay must be in [0, 1], got {self.rm_replay}")
 
     # Layout rules of the RL loop, here so that the loop (rl/run.py,
-    # rl/grpo.py) and the planner (tools/plan.py) check the same thing.
+    # rl/loop.py) and the planner (tools/plan.py) check the same thing.
     def check_global_batch(self, global_batch_size: int) -> None:
         """One optimizer step trains on every response of the step: B x G."""
         want = self.prompts_per_step * self.group_size

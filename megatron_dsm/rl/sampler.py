@@ -1,0 +1,76 @@
+"""Sampling from a policy for rollouts and graded evaluation.
+
+``PolicySampler`` puts one rollout engine (``models.direct_decode.engine_for``:
+direct, megatron) over a model's weights and speaks in questions: prompts are
+encoded, responses decoded without their end token.  ``accuracy`` grades a
+policy's answers to held-out questions, split over data-parallel ranks.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from megatron.core import parallel_state as ps
+
+from megatron_dsm import platform
+from megatron_dsm.models.direct_decode import engine_for
+from megatron_dsm.models.generation import GenerationOutput, SamplingParams
+from megatron_dsm.rl.rollout import Item
+
+
+def data_parallel() -> tuple[int, int, object]:
+    """(rank, size, group) of this process's data-parallel group."""
+    return ps.get_data_parallel_rank(), ps.get_data_parallel_world_size(), ps.get_data_parallel_group()
+
+
+class PolicySampler:
+    def __init__(self, engine: str, model, tokenizer, *, vocab_size: int | None):
+        self.tok = tokenizer
+        self.pad_id = int(getattr(tokenizer, "pad", None) or 0)
+        self.eod = int(tokenizer.eod)
+        self.engine = engine_for(engine, model, pad_id=self.pad_id, vocab_size=vocab_size,
+                                 decode=tokenizer.decode)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.tok.encode(text)
+
+    def decode_response(self, ids: Sequence[int]) -> str:
+        return self.tok.decode([i for i in ids if i != self.eod])
+
+    def generate(self, items: Sequence[Item], params: SamplingParams, *,
+                 weights_from=None) -> GenerationOutput:
+        """``params.n`` samples per question; ``weights_from``: sample from that
+        model's current weights (a live policy)."""
+        if weights_from is not None:
+            self.engine.update_weights(weights_from)
+        return self.engine.generate([self.encode_prompt(it.prompt) for it in items], params)
+
+    def accuracy(self, items: Sequence[Item], reward, *, max_new_tokens: int, weights_from=None,
+                 temperature: float = 0.0, top_p: float = 1.0, n: int = 1, seed: int = 0,
+                 chunk: int = 128) -> float:
+        """Share of right answers (``reward``'s second output) to ``items``,
+        split over data-parallel ranks: greedy by default; with
+        ``temperature > 0`` the mean over ``n`` samples per question."""
+        if not items:
+            raise ValueError("no held-out questions to evaluate")
+        if temperature <= 0 and n != 1:
+            raise ValueError("greedy evaluation takes one sample per question (n=1)")
+        rank, size, group = data_parallel()
+        mine = list(items)[rank::size]
+        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_p=top_p if temperature > 0 else 1.0, n=n,
+                                stop_ids=(self.eod,), seed=seed + rank)
+        if weights_from is not None:
+            self.engine.update_weights(weights_from)
+        right = 0
+        for i in range(0, len(mine), chunk):
+            part = mine[i:i + chunk]
+            out = self.generate(part, params)
+            rows = [it for it in part for _ in range(n)]
+            _, ok = reward([it.question for it in rows], [self.decode_response(c) for c in out.completions],
+                           [it.answer for it in rows])
+            right += int(ok.sum())
+        right, total = float(right), float(len(mine) * n)
+        if size > 1:
+            right, total = platform.all_reduce_values([right, total], group=group)
+        return right / max(total, 1.0)
