@@ -39,7 +39,14 @@ def test_fill_estimates_by_hand():
     info = fill_estimates(rs, 0.5)
     # counted candidates: 160 tokens in 600 characters, so b gets 200 * 160 / 600 = 53.3 -> 53; d is no candidate
     assert [r.tokens for r in rs] == [100, 53, 60, NOT_COUNTED]
-    assert info == {"method": "sampled", "pages_counted": 2, "pages_estimated": 1, "tokens_per_char": 0.266667}
+    assert info == {"method": "sampled", "pages_counted": 2, "pages_estimated": 1, "score_bins": [0.7],
+                    "tokens_per_char": [0.266667]}
+    # two bins of one counted page each (0.7 and 0.9): b (0.8) takes the upper bin's 100 / 400, e (0.65) the lower's
+    rs = [IndexRow("a", 0.9, 100, 400, "", ""), IndexRow("b", 0.8, NOT_COUNTED, 200, "", ""),
+          IndexRow("c", 0.7, 60, 200, "", ""), IndexRow("e", 0.65, NOT_COUNTED, 100, "", "")]
+    info = fill_estimates(rs, 0.5, pages_per_bin=1)
+    assert [r.tokens for r in rs] == [100, 50, 60, 30]
+    assert info["score_bins"] == [0.7, 0.9] and info["tokens_per_char"] == [0.3, 0.25]
     assert fill_estimates(rows(), 0.5) == {"method": "exact", "pages_counted": 4}
     lone = [IndexRow("x", 0.9, NOT_COUNTED, 5, "", "")]
     with pytest.raises(ValueError, match="raise the token sample rate"):
