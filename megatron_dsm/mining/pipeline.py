@@ -231,7 +231,10 @@ def run_stage(name: str, out_dir: Path, build, logs_dir: Path, cfg: ExecutorConf
 
     ``build(partial_dir)`` returns the pipeline writing into ``partial_dir``.
     With Slurm, this waits (polling datatrove's completion markers) so the
-    driver can read the stage's output before the next one.
+    driver can read the stage's output before the next one, until every task
+    has completed or the job array has left the queue with some tasks failed;
+    then it stops with the tasks that did not complete, and running the same
+    command again runs only those (datatrove skips completed tasks).
     """
     out_dir = Path(out_dir)
     if out_dir.is_dir():
@@ -245,12 +248,22 @@ def run_stage(name: str, out_dir: Path, build, logs_dir: Path, cfg: ExecutorConf
     except subprocess.CalledProcessError as e:  # datatrove's sbatch call; Slurm said why on stderr
         raise StageError(f"stage {name}: sbatch refused its job array (exit {e.returncode}, Slurm's "
                          f"message is above); launch script: {logs_dir}/{name}/launch_script.slurm") from None
-    while cfg.executor == "slurm" and ex.get_incomplete_ranks():
+    while cfg.executor == "slurm" and ex.get_incomplete_ranks() and slurm_job_queued(ex.job_id):
         time.sleep(cfg.slurm_poll_s)
     incomplete = ex.get_incomplete_ranks()
     if incomplete:
-        raise StageError(f"stage {name}: tasks {incomplete[:10]} did not complete; see {logs_dir}/{name}")
+        raise StageError(f"stage {name}: {len(incomplete)} task(s) did not complete ({incomplete[:10]}); their logs "
+                         f"are in {logs_dir}/{name}; run the same command again to redo only those")
     return replace_dir(partial, out_dir)
+
+
+def slurm_job_queued(job_id) -> bool:
+    """Whether any task of Slurm job ``job_id`` is still pending or running (squeue lists no finished job; once
+    Slurm forgets the job, squeue fails, which means the same)."""
+    if job_id in (None, -1):
+        return False
+    p = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True)
+    return p.returncode == 0 and bool(p.stdout.strip())
 
 
 def jsonl_writer(folder: Path, compression: str = "gzip", name: str = "${rank}"):
