@@ -5,8 +5,9 @@ Input: the HTML pages of the shared WARC files (../shared/data/web/warc, 42
 pages, 43 KB of HTML each on average), repeated ``--html-copies`` times, and
 the page texts of ../shared/data/web/docs.jsonl plus those WARC pages,
 repeated ``--text-copies`` times (each repeat with its words shuffled, so it
-is a new page; one page in ten also gets an exact copy under the same URL,
-so every dedup check has work).
+is a new page; one page in ten also gets a near copy, one word changed, under
+another URL, so the MinHash stages of both sides see the same pages and have
+clusters to resolve).
 
 Stages, each timed in this process on one core (CPU seconds of the process
 and of the children it waited for, so a stock step that works in a helper
@@ -123,11 +124,13 @@ def load_inputs(html_copies: int, text_copies: int, max_texts: int) -> tuple[lis
             words = r["text"].split()
             if k:
                 rng.shuffle(words)
-            row = {"id": f"{r['id']}#{k}", "url": f"{r['url'] or 'https://nourl.example/' + r['id']}#{k}",
+            url = r["url"] or f"https://nourl.example/{r['id']}"
+            row = {"id": f"{r['id']}#{k}", "url": f"{url}{'&' if '?' in url else '?'}copy={k}",
                    "text": " ".join(words)}
             texts.append(row)
-            if i % 10 == 0:  # an exact copy under the same URL: work for every dedup check
-                texts.append({**row, "id": row["id"] + "#copy"})
+            if i % 10 == 0 and len(words) > 20:  # a near copy (one word changed) under another URL: the URL and
+                words[len(words) // 2] = "changed"  # exact checks pass it, both MinHash runs see the same pages
+                texts.append({"id": row["id"] + "#near", "url": row["url"] + "&near", "text": " ".join(words)})
     return html, texts
 
 

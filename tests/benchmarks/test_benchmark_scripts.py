@@ -27,7 +27,8 @@ CASES = {
                     rf"ratio ppo/grpo={NUM}$"),
     "grpo_vs_trl": ([], rf"ratio project/trl={NUM}$"),
     "mining_throughput": (["--html-copies", "1", "--text-copies", "1", "--max-texts", "100", "--bucket", "10000",
-                           "--max-per-class", "200"], rf"^ratio ours/datatrove pages per core-second \([^)]*\): {NUM}$"),
+                           "--max-per-class", "200", "--cluster-pairs", "2000"],
+                          rf"^ratio ours/datatrove pages per core-second \([^)]*\): {NUM}$"),
 }
 
 
