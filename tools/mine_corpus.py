@@ -5,10 +5,14 @@
     python tools/mine_corpus.py train-classifier --input labelled.jsonl --out math.bin
     python tools/mine_corpus.py evaluate --model math.bin --input heldout.jsonl   # last line: f1=0.973
 
-    # iterative recall over WARC/WET/jsonl pages (datatrove local or slurm executor)
+    # iterative recall over WARC/WET/jsonl pages (datatrove local or slurm executor): extraction, URL / exact /
+    # MinHash dedup, then the iterations; the first keeps the top 40B tokens of the named tokenizer
     python tools/mine_corpus.py run --input crawl/ --seed-positives openwebmath.jsonl --output runs/mining \
-        --auto-accept-fraction 0.5 [--dedup] [--decontaminate-benchmarks ../shared/data/benchmarks] \
-        [--executor slurm --slurm-partition cpu --tasks 512]
+        --auto-accept-fraction 0.5 --tokenizer-type HuggingFaceTokenizer --tokenizer-model tok/ \
+        [--decontaminate-benchmarks ../shared/data/benchmarks] [--executor slurm --slurm-partition cpu --tasks 512]
+
+    # extraction and dedup only (the same run directory; `run` later reuses them)
+    python tools/mine_corpus.py dedup --input crawl/ --output runs/mining --tasks 64
 
 ``math_adjacent`` pages (physics / stats / cstheory Stack Exchange in
 ../shared/data/web/docs.jsonl) are neither positives nor negatives by
@@ -32,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from megatron_dsm.config import ConfigError, add_arguments, from_namespace, load_yaml  # noqa: E402
 from megatron_dsm.mining.classifier import ClassifierConfig, MathClassifier, train  # noqa: E402
+from megatron_dsm.mining.dedup import DedupConfig  # noqa: E402
 from megatron_dsm.mining.iterate import MiningConfig, MiningRun, iter_jsonl_texts  # noqa: E402
 from megatron_dsm.mining.pipeline import ExecutorConfig, StageError  # noqa: E402
 
@@ -84,17 +89,26 @@ def cmd_evaluate(ns, base: dict) -> int:
     return 0
 
 
-def cmd_run(ns, base: dict) -> int:
+def _mining_run(ns, base: dict) -> MiningRun:
     cfg = from_namespace(MiningConfig, ns, base.get("mining"))
     clf_cfg = from_namespace(ClassifierConfig, ns, base.get("classifier"))
     ex_cfg = from_namespace(ExecutorConfig, ns, base.get("executor"))
-    MiningRun(cfg, clf_cfg, ex_cfg).run()
+    return MiningRun(cfg, clf_cfg, ex_cfg, dedup_cfg=from_namespace(DedupConfig, ns, base.get("dedup")))
+
+
+def cmd_run(ns, base: dict) -> int:
+    _mining_run(ns, base).run()
+    return 0
+
+
+def cmd_dedup(ns, base: dict) -> int:
+    _mining_run(ns, base).prepare()
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", help="YAML with sections classifier:, mining:, executor: (CLI wins)")
+    ap.add_argument("--config", help="YAML with sections classifier:, mining:, executor:, dedup: (CLI wins)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     def label_args(p):
@@ -113,10 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threshold", type=float, default=0.5, help="P(math) at or above which a page is math")
     label_args(e)
 
-    r = sub.add_parser("run", help="iterative recall, domain discovery and URL-path annotation")
-    add_arguments(r, MiningConfig)
+    r = sub.add_parser("run", help="extraction, dedup, then iterative recall, domain discovery and URL-path "
+                                   "annotation")
+    d = sub.add_parser("dedup", help="extraction and dedup only (report.json counts what each check removed)")
+    for p in (r, d):
+        add_arguments(p, MiningConfig)
+        add_arguments(p, ExecutorConfig)
+        add_arguments(p, DedupConfig)
     add_arguments(r, ClassifierConfig)
-    add_arguments(r, ExecutorConfig)
     return ap
 
 
@@ -125,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = {}
         if ns.config:
-            base = {k: load_yaml(ns.config, k) for k in ("classifier", "mining", "executor")}
-        return {"train-classifier": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run}[ns.command](ns, base)
+            base = {k: load_yaml(ns.config, k) for k in ("classifier", "mining", "executor", "dedup")}
+        return {"train-classifier": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run,
+                "dedup": cmd_dedup}[ns.command](ns, base)
     except (ConfigError, FileNotFoundError, ValueError, StageError) as e:
         print(f"mine_corpus.py: error: {e}", file=sys.stderr)
         return 2

@@ -2,18 +2,24 @@
 
 Layout of a run directory::
 
-    pages/              extracted pages (once; shared by all iterations)
+    pages/              extracted pages, one file per input file (once)
+    dedup/              signatures, duplicate lists, MinHash clusters (``--dedup-method stages``)
+    deduped/            the pages less URL, exact and near duplicates: what every iteration scores
     iter_01/
       model.bin         classifier of this iteration
-      scored/ index/    every page with its score; id/score/tokens/url/title index
+      scored/ index/    every page with its score; id/score/tokens/chars/url/title index
       recalled_ids.txt  selection;  recalled/  the collected pages (jsonl.gz)
       domains.tsv       all domains with page/recalled counts, math_related flag
       url_paths.tsv     prefixes in math domains with an `accept` column
       url_paths.accepted.tsv   optional: a person's filled-in copy (wins when present)
       expansion_ids.txt pages under accepted prefixes not recalled -> next seed
       report.json       this iteration's numbers (written last: marks it complete)
-    report.json         all iterations
-    final/              the last iteration's collection, after optional dedup / decontamination
+    report.json         dedup counts, the budget's tokenizer, all iterations
+    final/              the last iteration's collection, after optional decontamination
+
+Deduplication comes first, as in the paper (URL and near duplicates removed
+from the crawl before the recall), so the classifier scores, and the token
+budget counts, each page once.
 
 An iteration whose ``report.json`` exists is skipped on a rerun, and each
 stage inside one is skipped when its output folder is complete, so an
@@ -39,11 +45,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from megatron_dsm.config import ConfigError, field, options
+from megatron_dsm.data.tokenizer import TokenizerError
 from megatron_dsm.io import atomic_write, read_jsonl, replace_dir, write_json
 from megatron_dsm.mining import classifier as clf_mod
 from megatron_dsm.mining import domains as dom_mod
 from megatron_dsm.mining import recall as rec_mod
 from megatron_dsm.mining import url_paths as up_mod
+from megatron_dsm.mining.dedup import DedupConfig, run_dedup
 from megatron_dsm.mining.pipeline import (
     ExecutorConfig,
     ExtractText,
@@ -68,7 +76,18 @@ class MiningConfig:
     max_iterations: int = field(4, help="iterations at most (paper: 4)")
     stop_overlap: float = field(0.98, help="stop when this share of an iteration's pages was already collected")
     recall_threshold: float = field(0.5, help="keep pages with P(math) >= this")
-    token_budget: int = field(0, help="keep only the top-scored pages up to this many tokens (0: no budget)")
+    token_budget: int = field(40_000_000_000, help="iteration 1 keeps the top-scored pages up to this many tokens "
+                                                   "of the --tokenizer-* tokenizer (paper: 40B; 0: no budget)")
+    later_token_budget: int = field(0, help="the same for iterations 2 and later (0: every page above the "
+                                            "threshold)")
+    tokenizer_type: str = field("auto", help="tokenizer the budget counts in, named as for "
+                                             "tools/preprocess_data.py: HuggingFaceTokenizer | "
+                                             "SentencePieceTokenizer | hf | sentencepiece | byte | auto "
+                                             "(a .model is SentencePiece; no model: UTF-8 bytes)")
+    tokenizer_model: str = field("", help="tokenizer.json, a folder holding one, or a SentencePiece .model")
+    token_sample_rate: float = field(1.0, help="share of the pages above the threshold whose tokens are counted; "
+                                               "the others are estimated from their length (report.json says "
+                                               "which)")
     domain_fraction: float = field(0.10, help="a domain is math-related when more than this share is recalled")
     domain_min_pages: int = field(1, help="a math-related domain needs at least this many pages")
     auto_accept_fraction: float = field(0.0, help="accept URL prefixes recalled at least this much (0: a person "
@@ -76,7 +95,8 @@ class MiningConfig:
     holdout_fraction: float = field(0.1, help="share of training examples held out for the F1 report")
     negatives_per_positive: float = field(1.0, help="random pool negatives drawn per positive")
     detect_language: bool = field(True, help="record py3langid language id for each page")
-    dedup: bool = field(False, help="deduplicate the final collection (megatron_dsm.mining.dedup)")
+    dedup: bool = field(True, help="remove URL, exact and near duplicates from the pages before recall "
+                                   "(megatron_dsm.mining.dedup; options --dedup-*, --minhash-*)")
     decontaminate_benchmarks: str = field("", help="benchmark folder: decontaminate the final collection")
 
     def __post_init__(self):
@@ -85,7 +105,7 @@ class MiningConfig:
         for p in self.input:
             if not Path(p).exists():
                 raise ConfigError(f"mining: input {p} does not exist")
-        if not self.seed_positives or not Path(self.seed_positives).is_file():
+        if self.seed_positives and not Path(self.seed_positives).is_file():
             raise ConfigError(f"mining: --seed-positives must be a jsonl file, got {self.seed_positives!r}")
         if self.negatives and not Path(self.negatives).is_file():
             raise ConfigError(f"mining: --negatives {self.negatives} is not a file")
@@ -95,6 +115,10 @@ class MiningConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"mining: {name} must be in [0, 1], got {v}")
+        if self.token_budget < 0 or self.later_token_budget < 0:
+            raise ConfigError("mining: token budgets must be >= 0")
+        if not 0.0 < self.token_sample_rate <= 1.0:
+            raise ConfigError(f"mining: token_sample_rate must be in (0, 1], got {self.token_sample_rate}")
         if not 0.0 < self.holdout_fraction < 0.5:
             raise ConfigError(f"mining: holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
         if self.decontaminate_benchmarks and not Path(self.decontaminate_benchmarks).is_dir():
@@ -166,18 +190,37 @@ class IterationReport:
     negatives: int
     overlap_with_previous: float | None
     classifier: dict
+    token_budget: int
+    token_count: dict
     seconds: float
 
 
 class MiningRun:
     def __init__(self, cfg: MiningConfig, clf_cfg: clf_mod.ClassifierConfig | None = None,
-                 ex_cfg: ExecutorConfig | None = None, log: Callable[[str], None] = print):
+                 ex_cfg: ExecutorConfig | None = None, log: Callable[[str], None] = print,
+                 dedup_cfg: DedupConfig | None = None):
         self.cfg = cfg
         self.clf_cfg = clf_cfg or clf_mod.ClassifierConfig()
         self.ex_cfg = ex_cfg or ExecutorConfig()
+        self.dedup_cfg = dedup_cfg or DedupConfig()
         self.root = Path(cfg.output)
         self.logs = self.root / "logs"
         self.log = log
+        self.counting = rec_mod.TokenCounting(cfg.tokenizer_type, cfg.tokenizer_model or None,
+                                              cfg.token_sample_rate, cfg.recall_threshold)
+
+    @property
+    def pool(self) -> Path:
+        """The pages every iteration scores: deduplicated unless dedup is off."""
+        return self.root / ("deduped" if self.cfg.dedup else "pages")
+
+    def tokenizer_info(self) -> dict:
+        """The budget's tokenizer; building it here makes a bad name or file one error before any stage runs."""
+        try:
+            tok = self.counting.tokenizer()
+        except TokenizerError as e:
+            raise ConfigError(f"mining: {e}") from None
+        return {**tok.describe(), "sample_rate": self.cfg.token_sample_rate}
 
     # -- stages ------------------------------------------------------------
     def extract(self) -> Path:
@@ -190,13 +233,39 @@ class MiningRun:
         def build(out):
             steps = []
             if warc:
-                steps.append(WarcPageReader("/", paths_file=_paths_file(self.root / "inputs_warc.txt", warc)))
+                steps.append(WarcPageReader("/", paths_file=_paths_file(self.root / "inputs_warc.txt", warc),
+                                            shard_offset=0))
             if jsonl:
-                steps.append(JsonlPageReader("/", paths_file=_paths_file(self.root / "inputs_jsonl.txt", jsonl)))
-            return steps + [ExtractText(self.cfg.detect_language), jsonl_writer(out, self.ex_cfg.compression)]
+                steps.append(JsonlPageReader("/", paths_file=_paths_file(self.root / "inputs_jsonl.txt", jsonl),
+                                             shard_offset=len(warc)))
+            return steps + [ExtractText(self.cfg.detect_language),
+                            jsonl_writer(out, self.ex_cfg.compression, name="${page_shard}")]
 
         self.log(f"extract: {len(warc)} WARC/WET and {len(jsonl)} jsonl files")
         return run_stage("extract", self.root / "pages", build, self.logs, self.ex_cfg)
+
+    def dedup(self) -> dict | None:
+        """URL, exact and near duplicates out of ``pages/`` into ``deduped/`` (None when dedup is off)."""
+        if not self.cfg.dedup:
+            return None
+        self.log(f"dedup ({self.dedup_cfg.method}): {', '.join(self.dedup_cfg.checks)}")
+        counts = run_dedup(self.dedup_cfg, self.ex_cfg, self.root / "pages", self.root / "deduped",
+                           self.root / "dedup", self.logs)
+        self.log("dedup: {pages_in} pages, removed {r[url]} URL, {r[exact]} exact and {r[near]} near duplicates, "
+                 "{pages_out} kept".format(r=counts["removed"], **counts))
+        return counts
+
+    def prepare(self) -> dict:
+        """Extraction and dedup, with their part of report.json."""
+        report = {"tokenizer": self.tokenizer_info()}
+        self.extract()
+        report["dedup"] = self.dedup()
+        write_json(self.root / "report.json", {**self._report(), **report})
+        return report
+
+    def _report(self) -> dict:
+        path = self.root / "report.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     def _training_data(self, it: int, expansion: set[str]) -> tuple[list[str], list[str]]:
         rng = random.Random(self.clf_cfg.seed + it)
@@ -206,7 +275,7 @@ class MiningRun:
         positives = [r["text"] for r in seed_rows]
         seed_ids = {str(r.get("id")) for r in seed_rows if r.get("id") is not None}
         if expansion:
-            positives += [r["text"] for r in iter_shards(self.root / "pages") if r["id"] in expansion]
+            positives += [r["text"] for r in iter_shards(self.pool) if r["id"] in expansion]
         if self.cfg.negatives:
             negatives = [r["text"] for r in reservoir(
                 (r for r in iter_jsonl_texts(self.cfg.negatives) if isinstance(r.get("text"), str)), cap, rng)]
@@ -214,7 +283,7 @@ class MiningRun:
             # the paper's negatives: random pages of the pool (math is rare there); skip seed/expansion ids
             k = min(cap, max(1, int(len(positives) * self.cfg.negatives_per_positive)))
             negatives = [r["text"] for r in reservoir(
-                (r for r in iter_shards(self.root / "pages") if r["id"] not in seed_ids and r["id"] not in expansion),
+                (r for r in iter_shards(self.pool) if r["id"] not in seed_ids and r["id"] not in expansion),
                 k, rng)]
         return positives, negatives
 
@@ -241,14 +310,17 @@ class MiningRun:
         d.mkdir(parents=True, exist_ok=True)
         model_path, metrics, n_pos, n_neg = self.train(it, d, expansion)
 
-        pages = self.root / "pages"
+        pages = self.pool
         run_stage(f"iter_{it:02d}_score", d / "scored", lambda out: [
-            jsonl_reader(pages), ScorePages(str(model_path), index_folder=str(d / "index.partial")),
+            jsonl_reader(pages), ScorePages(str(model_path), index_folder=str(d / "index.partial"),
+                                            counting=self.counting),
             jsonl_writer(out, self.ex_cfg.compression)], self.logs, self.ex_cfg)
         if not (d / "index").is_dir():
             replace_dir(d / "index.partial", d / "index")
         index = list(rec_mod.read_index(d / "index"))
-        recalled = rec_mod.select(index, self.cfg.recall_threshold, self.cfg.token_budget)
+        token_count = rec_mod.fill_estimates(index, self.cfg.recall_threshold)
+        budget = self.cfg.token_budget if it == 1 else self.cfg.later_token_budget
+        recalled = rec_mod.select(index, self.cfg.recall_threshold, budget)
         rec_mod.write_ids(d / "recalled_ids.txt", recalled)
         run_stage(f"iter_{it:02d}_keep", d / "recalled", lambda out: [
             jsonl_reader(d / "scored"), KeepIds(str(d / "recalled_ids.txt")),
@@ -274,11 +346,13 @@ class MiningRun:
             accepted_prefixes=len(accepted), expansion_pages=len(new_expansion), positives=n_pos, negatives=n_neg,
             overlap_with_previous=None if previous_ids is None else round(rec_mod.overlap(recalled, previous_ids), 4),
             classifier={k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
-            seconds=round(time.time() - t0, 1))
+            token_budget=budget, token_count=token_count, seconds=round(time.time() - t0, 1))
 
     # -- driver ------------------------------------------------------------
     def run(self) -> list[dict]:
-        self.extract()
+        if not self.cfg.seed_positives:
+            raise ConfigError("mining: --seed-positives (a jsonl of math pages) is needed to train the classifier")
+        head = self.prepare()
         reports: list[dict] = []
         expansion: set[str] = set()
         previous: set[str] | None = None
@@ -293,7 +367,7 @@ class MiningRun:
                 rep = dataclasses.asdict(self.iteration(it, expansion, previous, known))
                 write_json(done, rep)
             reports.append(rep)
-            write_json(self.root / "report.json", {"iterations": reports})
+            write_json(self.root / "report.json", {**head, "iterations": reports})
             self.log(format_table(reports))
             known |= {s.domain for s in dom_mod.read_domains(d / "domains.tsv") if s.math_related}
             expansion |= rec_mod.read_ids(d / "expansion_ids.txt")
@@ -306,7 +380,7 @@ class MiningRun:
         return reports
 
     def finalize(self, collection: Path) -> Path:
-        """``final/``: the last collection, through the optional dedup and decontamination stages."""
+        """``final/``: the last collection, through the optional decontamination stage."""
         steps = final_steps(self.cfg, self.root)
         if not steps:
             final = self.root / "final"
@@ -316,20 +390,12 @@ class MiningRun:
         comp = self.ex_cfg.compression
         return run_stage("final", self.root / "final",
                          lambda out: [jsonl_reader(collection), *steps, jsonl_writer(out, comp)],
-                         self.logs, self.ex_cfg, tasks=1)
+                         self.logs, self.ex_cfg)
 
 
 def final_steps(cfg: MiningConfig, root: Path) -> list:
-    """Optional dedup (URL / exact / MinHash-LSH) and benchmark decontamination of the final collection.
-
-    Both steps come from their own modules; dedup keeps global state, so the
-    final stage runs as one task.
-    """
+    """Optional benchmark decontamination of the final collection (a per-page step: any task count)."""
     steps: list = []
-    if cfg.dedup:
-        from megatron_dsm.mining.dedup import CorpusDedup, DedupConfig
-
-        steps.append(CorpusDedup(DedupConfig()))
     if cfg.decontaminate_benchmarks:
         from megatron_dsm.mining.decontaminate import (
             BenchmarkDecontamination,

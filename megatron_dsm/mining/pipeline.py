@@ -3,10 +3,13 @@
 Stages (each a list of datatrove ``PipelineStep`` run by one executor):
 
 * extract: ``WarcPageReader`` / ``JsonlPageReader`` -> :class:`ExtractText`
-  -> ``JsonlWriter``  (pages with math-preserving text, language, domain);
+  -> ``JsonlWriter``  (pages with math-preserving text, language, domain;
+  one output file per input file, named by its position in the input list);
+* dedup:   URL, exact-text and MinHash stages (:mod:`dedup`);
 * score:   ``JsonlReader`` -> :class:`ScorePages` -> ``JsonlWriter``
-  (every page with ``score`` and ``tokens``; each task also writes a small
-  id/score/tokens/url/title index used for global selection);
+  (every page with ``score``, candidates with ``tokens``; each task also
+  writes a small id/score/tokens/chars/url/title index used for global
+  selection);
 * keep:    ``JsonlReader`` -> :class:`KeepIds` -> ``JsonlWriter``
   (recalled pages; also used to pull seed-expansion pages).
 
@@ -21,6 +24,7 @@ level (``text``, ``id``, ``url``, ``score`` ...), readable by any jsonl reader.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -85,23 +89,26 @@ _MODELS: dict = {}
 
 
 class ScorePages(PipelineStep):
-    """Score every page with the classifier (batched fastText calls); store ``score`` and ``tokens``.
+    """Score every page with the classifier (batched fastText calls); store ``score``, and ``tokens`` for the
+    pages ``counting`` selects (recall.TokenCounting: candidates, or a sample of them).
 
-    Writes ``index_folder/<rank>.tsv`` (id, score, tokens, url, title) when the task's input is done.
+    Writes ``index_folder/<rank>.tsv`` (id, score, tokens, chars, url, title) when the task's input is done.
     """
 
     name = "fastText recall scoring"
     type = "SCORER"
 
-    def __init__(self, model_path: str, index_folder: str | None = None, batch_size: int = 256):
+    def __init__(self, model_path: str, index_folder: str | None = None, batch_size: int = 256,
+                 counting=None):
         super().__init__()
         self.model_path = str(model_path)
         self.index_folder = index_folder
         self.batch_size = batch_size
+        self.counting = counting
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from megatron_dsm.mining.classifier import MathClassifier
-        from megatron_dsm.mining.recall import IndexRow, count_tokens, write_index
+        from megatron_dsm.mining.recall import NOT_COUNTED, IndexRow, TokenCounting, write_index
 
         # loaded in the worker (fastText models do not pickle), once per process: a worker running several
         # tasks, or a long-lived process, does not pay the load (seconds for a 2 GB model) again
@@ -110,17 +117,24 @@ class ScorePages(PipelineStep):
         clf = _MODELS.get(key)
         if clf is None:
             clf = _MODELS[key] = MathClassifier.load(self.model_path)
+        counting = self.counting or TokenCounting()
         index: list = []
         batch: list = []
 
         def flush():
             with self.track_time():
                 scores = clf.score_batch([d.text for d in batch])
-            for d, s in zip(batch, scores):
+                todo = [i for i, (d, s) in enumerate(zip(batch, scores)) if counting.wanted(d.id, s)]
+                counts = dict(zip(todo, counting.count([batch[i].text for i in todo])))
+            for i, (d, s) in enumerate(zip(batch, scores)):
                 d.metadata["score"] = round(s, 6)
-                d.metadata["tokens"] = n = count_tokens(d.text)
+                n = counts.get(i, NOT_COUNTED)
+                if n != NOT_COUNTED:
+                    d.metadata["tokens"] = n
+                    self.stat_update("pages_token_counted")
                 if self.index_folder:
-                    index.append(IndexRow(d.id, s, n, d.metadata.get("url") or "", d.metadata.get("title") or ""))
+                    index.append(IndexRow(d.id, s, n, len(d.text), d.metadata.get("url") or "",
+                                          d.metadata.get("title") or ""))
                 self.stat_update("pages_scored")
             out = list(batch)
             batch.clear()
@@ -189,14 +203,16 @@ class ExecutorConfig:
 
 
 def make_executor(pipeline: Sequence[PipelineStep], logging_dir: str | Path, cfg: ExecutorConfig, job_name: str,
-                  tasks: int | None = None):
+                  tasks: int | None = None, mem_per_cpu_gb: int | None = None):
+    """``mem_per_cpu_gb`` overrides the config's for one stage (the one-task MinHash clustering holds every
+    duplicate pair of the corpus)."""
     tasks = tasks or cfg.tasks
     if cfg.executor == "slurm":
         from datatrove.executor.slurm import SlurmPipelineExecutor
 
         return SlurmPipelineExecutor(
             pipeline=list(pipeline), tasks=tasks, time=cfg.slurm_time, partition=cfg.slurm_partition,
-            cpus_per_task=cfg.slurm_cpus_per_task, mem_per_cpu_gb=cfg.slurm_mem_per_cpu_gb,
+            cpus_per_task=cfg.slurm_cpus_per_task, mem_per_cpu_gb=mem_per_cpu_gb or cfg.slurm_mem_per_cpu_gb,
             job_name=job_name, logging_dir=str(logging_dir), skip_completed=True)
     from datatrove.executor.local import LocalPipelineExecutor
 
@@ -209,39 +225,68 @@ class StageError(RuntimeError):
 
 
 def run_stage(name: str, out_dir: Path, build, logs_dir: Path, cfg: ExecutorConfig,
-              tasks: int | None = None) -> Path:
+              tasks: int | None = None, mem_per_cpu_gb: int | None = None) -> Path:
     """Run one stage unless ``out_dir`` is already complete; returns ``out_dir``.
 
     ``build(partial_dir)`` returns the pipeline writing into ``partial_dir``.
     With Slurm, this waits (polling datatrove's completion markers) so the
-    driver can read the stage's output before the next one.
+    driver can read the stage's output before the next one, until every task
+    has completed or the job array has left the queue with some tasks failed;
+    then it stops with the tasks that did not complete, and running the same
+    command again runs only those (datatrove skips completed tasks).
     """
     out_dir = Path(out_dir)
     if out_dir.is_dir():
         return out_dir
     partial = out_dir.with_name(out_dir.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
-    ex = make_executor(build(partial), Path(logs_dir) / name, cfg, job_name=name, tasks=tasks)
+    ex = make_executor(build(partial), Path(logs_dir) / name, cfg, job_name=name, tasks=tasks,
+                       mem_per_cpu_gb=mem_per_cpu_gb)
     try:
         ex.run()
     except subprocess.CalledProcessError as e:  # datatrove's sbatch call; Slurm said why on stderr
         raise StageError(f"stage {name}: sbatch refused its job array (exit {e.returncode}, Slurm's "
                          f"message is above); launch script: {logs_dir}/{name}/launch_script.slurm") from None
-    while cfg.executor == "slurm" and ex.get_incomplete_ranks():
+    while cfg.executor == "slurm" and ex.get_incomplete_ranks() and slurm_job_queued(ex.job_id):
         time.sleep(cfg.slurm_poll_s)
     incomplete = ex.get_incomplete_ranks()
     if incomplete:
-        raise StageError(f"stage {name}: tasks {incomplete[:10]} did not complete; see {logs_dir}/{name}")
+        raise StageError(f"stage {name}: {len(incomplete)} task(s) did not complete ({incomplete[:10]}); their logs "
+                         f"are in {logs_dir}/{name}; run the same command again to redo only those")
     return replace_dir(partial, out_dir)
 
 
-def jsonl_writer(folder: Path, compression: str = "gzip"):
-    """Shards ``<rank>.jsonl.gz`` (or ``.jsonl`` with compression "none")."""
+def slurm_job_queued(job_id) -> bool:
+    """Whether any task of Slurm job ``job_id`` is still pending or running (squeue lists no finished job; once
+    Slurm forgets the job, squeue fails, which means the same)."""
+    if job_id in (None, -1):
+        return False
+    p = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True)
+    return p.returncode == 0 and bool(p.stdout.strip())
+
+
+def jsonl_writer(folder: Path, compression: str = "gzip", name: str = "${rank}"):
+    """Shards ``<name>.jsonl.gz`` (or ``.jsonl`` with compression "none"); ``name`` is a datatrove template
+    (``${rank}``, or a metadata key such as ``${page_shard}``)."""
     from datatrove.pipeline.writers.jsonl import JsonlWriter
 
     gz = compression == "gzip"
-    return JsonlWriter(str(folder), output_filename="${rank}.jsonl" + (".gz" if gz else ""),
+    return JsonlWriter(str(folder), output_filename=name + ".jsonl" + (".gz" if gz else ""),
                        compression="gzip" if gz else None, expand_metadata=True)
+
+
+def stage_stats(logging_dir: Path) -> list[dict[str, float]]:
+    """Per pipeline step, each stat's total summed over the stage's tasks (datatrove's ``stats/<rank>.json``,
+    written by every task under both executors)."""
+    steps: list[dict[str, float]] = []
+    for p in sorted((Path(logging_dir) / "stats").glob("*.json")):
+        for i, step in enumerate(json.loads(p.read_text())):
+            if i == len(steps):
+                steps.append({})
+            for k, v in step.get("stats", {}).items():
+                v = v.get("total", 0) if isinstance(v, dict) else v
+                steps[i][k] = steps[i].get(k, 0) + v
+    return steps
 
 
 def jsonl_reader(folder: Path, **kw):

@@ -10,6 +10,13 @@ an exception on a truncated ``.warc.gz``; here every page that is not used is
 A document's ``text`` is the raw payload; ``metadata["format"]`` says whether
 it is ``html`` (to be extracted by :mod:`megatron_dsm.mining.html_to_text`) or
 ``text`` (WET, or jsonl with a ``text`` field).
+
+With ``shard_offset`` set, every document also gets ``metadata["page_shard"]``:
+its input file's position in the reader's file list (plus the offset), eight
+digits.  The extraction stage names its output files by it, so the pages of
+one input file land in one file whose name does not depend on how many tasks
+ran: the page files in name order are the input order, which the dedup stages
+rely on to keep the same copy of a duplicate whatever the task count.
 """
 
 from __future__ import annotations
@@ -67,7 +74,29 @@ def skip_counts(step) -> dict[str, int]:
     return {k: stat_total(step, k) for k in SKIP_STATS if stat_total(step, k)}
 
 
-class WarcPageReader(BaseDiskReader):
+class _PageShards:
+    """Mixin: ``metadata["page_shard"]`` from the position of the document's file in the reader's file list."""
+
+    shard_offset: int | None = None
+    _positions: dict[str, int] | None = None
+
+    def page_shard(self, filepath: str) -> str:
+        if self._positions is None:
+            if self.paths_file:
+                with open(self.paths_file, encoding="utf-8") as f:
+                    files = [ln.strip() for ln in f if ln.strip()]
+            else:
+                files = self.data_folder.list_files(recursive=self.recursive, glob_pattern=self.glob_pattern)
+            self._positions = {p: i for i, p in enumerate(files)}
+        return f"{self.shard_offset + self._positions[filepath]:08d}"
+
+    def get_document_from_dict(self, data: dict, source_file: str, id_in_file: int):
+        if self.shard_offset is not None:
+            data["page_shard"] = self.page_shard(source_file)
+        return super().get_document_from_dict(data, source_file, id_in_file)
+
+
+class WarcPageReader(_PageShards, BaseDiskReader):
     """WARC ``response`` records with HTML payloads and WET ``conversion`` records.
 
     Request, metadata, warcinfo and resource records, and responses whose
@@ -79,9 +108,11 @@ class WarcPageReader(BaseDiskReader):
     name = "WARC/WET pages"
     _requires_dependencies = ["warcio"]
 
-    def __init__(self, data_folder, glob_pattern: str | None = None, max_page_bytes: int = MAX_PAGE_BYTES, **kw):
+    def __init__(self, data_folder, glob_pattern: str | None = None, max_page_bytes: int = MAX_PAGE_BYTES,
+                 shard_offset: int | None = None, **kw):
         super().__init__(data_folder, glob_pattern=glob_pattern, **kw)
         self.max_page_bytes = max_page_bytes
+        self.shard_offset = shard_offset
 
     def read_file(self, filepath: str):
         from warcio.archiveiterator import ArchiveIterator
@@ -169,7 +200,7 @@ def _size(f) -> int:
     return end
 
 
-class JsonlPageReader(BaseDiskReader):
+class JsonlPageReader(_PageShards, BaseDiskReader):
     """jsonl(.gz) pages with ``url`` and ``text`` or ``html`` (other fields kept in metadata).
 
     Lines that are not JSON objects, or that have neither a non-empty ``text``
@@ -179,9 +210,11 @@ class JsonlPageReader(BaseDiskReader):
     name = "jsonl pages"
     _requires_dependencies = ["orjson"]
 
-    def __init__(self, data_folder, glob_pattern: str | None = None, max_page_bytes: int = MAX_PAGE_BYTES, **kw):
+    def __init__(self, data_folder, glob_pattern: str | None = None, max_page_bytes: int = MAX_PAGE_BYTES,
+                 shard_offset: int | None = None, **kw):
         super().__init__(data_folder, glob_pattern=glob_pattern, **kw)
         self.max_page_bytes = max_page_bytes
+        self.shard_offset = shard_offset
 
     def read_file(self, filepath: str):
         import orjson

@@ -26,6 +26,9 @@ CASES = {
     "grpo_memory": (["--layers", "2", "--hidden", "64", "--max-new", "6", "--steps", "1"],
                     rf"ratio ppo/grpo={NUM}$"),
     "grpo_vs_trl": ([], rf"ratio project/trl={NUM}$"),
+    "mining_throughput": (["--html-copies", "1", "--text-copies", "1", "--max-texts", "100", "--bucket", "10000",
+                           "--max-per-class", "200", "--cluster-pairs", "2000"],
+                          rf"^ratio ours/datatrove pages per core-second \([^)]*\): {NUM}$"),
 }
 
 

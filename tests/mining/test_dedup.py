@@ -1,4 +1,4 @@
-"""Dedup: exact URL / text and MinHash near-duplicate counts on constructed documents."""
+"""Dedup, in-memory method: exact URL / text and MinHash near-duplicate counts on constructed documents."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _docs():
 
 
 def test_dedup_counts_on_constructed_docs():
-    core = dedup.Deduplicator(dedup.DedupConfig(threshold=0.8))
+    core = dedup.Deduplicator(dedup.DedupConfig(method="memory", near_threshold=0.8))
     got = [core.check(text, url) for url, text, _ in _docs()]
     assert got == [want for *_, want in _docs()]
     assert core.counts == {"documents": 11, "kept": 5, "url": 2, "exact": 1, "near": 3}
@@ -45,14 +45,14 @@ def test_dedup_counts_on_constructed_docs():
 
 def test_switches_and_threshold():
     docs = _docs()
-    only_exact = dedup.Deduplicator(dedup.DedupConfig(url=False, near=False))
+    only_exact = dedup.Deduplicator(dedup.DedupConfig(method="memory", url=False, near=False))
     reasons = [only_exact.check(t, u) for u, t, _ in docs]
     # without the URL check the page at :443 (text c) is kept, so the last one is an exact copy of it
     assert reasons.count("exact") == 2 and reasons.count("url") == reasons.count("near") == 0
     # one word of 300 changed: 5-shingle Jaccard 291/301 = 0.967, under a 0.98 threshold
-    strict = dedup.Deduplicator(dedup.DedupConfig(threshold=0.98))
+    strict = dedup.Deduplicator(dedup.DedupConfig(method="memory", near_threshold=0.98))
     assert [strict.check(t, u) for u, t, _ in docs][4] is None
-    no_near = dedup.Deduplicator(dedup.DedupConfig(near=False))
+    no_near = dedup.Deduplicator(dedup.DedupConfig(method="memory", near=False))
     assert [no_near.check(t, u) for u, t, _ in docs].count("near") == 0
 
 
@@ -69,7 +69,7 @@ def test_datatrove_step_stats():
     from datatrove.data import Document
 
     docs = [Document(text=t, id=str(i), metadata={"url": u} if u else {}) for i, (u, t, _) in enumerate(_docs())]
-    step = dedup.CorpusDedup(dedup.DedupConfig())
+    step = dedup.CorpusDedup(dedup.DedupConfig(method="memory"))
     kept = [d.id for d in step.run(iter(docs))]
     assert kept == ["0", "5", "6", "7", "10"]
     stats = {k: v.total for k, v in step.stats.stats.items()}
@@ -77,9 +77,13 @@ def test_datatrove_step_stats():
 
 
 def test_bad_config():
-    with pytest.raises(ConfigError, match="threshold"):
-        dedup.DedupConfig(threshold=0)
-    with pytest.raises(ConfigError, match="num_perm"):
-        dedup.DedupConfig(num_perm=1)
-    with pytest.raises(ConfigError, match="no LSH banding for threshold=0.99"):
-        dedup.Deduplicator(dedup.DedupConfig(threshold=0.99))
+    with pytest.raises(ConfigError, match="near_threshold"):
+        dedup.DedupConfig(near_threshold=0)
+    with pytest.raises(ConfigError, match="minhash_perm"):
+        dedup.DedupConfig(minhash_perm=1)
+    with pytest.raises(ConfigError, match="method"):
+        dedup.DedupConfig(method="bloom")
+    with pytest.raises(ConfigError, match="minhash_buckets"):
+        dedup.DedupConfig(minhash_buckets=0)
+    with pytest.raises(ConfigError, match="no LSH banding for near_threshold=0.99"):
+        dedup.Deduplicator(dedup.DedupConfig(method="memory", near_threshold=0.99))

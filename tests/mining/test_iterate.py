@@ -2,9 +2,10 @@
 
 Seed positives: the math.stackexchange.com documents of docs.jsonl (the
 stand-in for OpenWebMath); negatives: its non_math documents.  The pool is
-every page of docs.jsonl plus the real WARC/WET files, so MathOverflow has
-to be *discovered* as a math domain.  Small classifier (dim 64) and plain
-jsonl output keep the run short; the logic is the one the defaults use.
+every page of docs.jsonl plus the real WARC/WET files, deduplicated first
+(URL, exact, MinHash, as the defaults do), so MathOverflow has to be
+*discovered* as a math domain.  Small classifier (dim 64) and plain jsonl
+output keep the run short; the logic is the one the defaults use.
 """
 
 import csv
@@ -44,8 +45,15 @@ def test_two_iterations_report(mined):
     assert [r["iteration"] for r in reports] == [1, 2]
     saved = json.loads((root / "report.json").read_text())["iterations"]
     assert saved == reports
+    # docs.jsonl + the 43 HTML/WET pages of the WARC files, less what dedup removed before recall: the WET copy
+    # of a WARC page and two more captures of https://allenai.org/ (URL), a MathOverflow repost of a
+    # math.stackexchange question (Jaccard 0.78) and a ballads search page differing in its query (0.98)
+    dedup = json.loads((root / "report.json").read_text())["dedup"]
+    assert dedup["pages_in"] == n_docs + 43 and dedup["removed"] == {"url": 3, "exact": 0, "near": 2}
+    assert json.loads((root / "report.json").read_text())["tokenizer"]["kind"] == "byte"
     for r in reports:
-        assert r["pages_scored"] == n_docs + 43  # docs.jsonl + the 43 HTML/WET pages of the WARC files
+        assert r["pages_scored"] == dedup["pages_out"] == n_docs + 43 - 5
+        assert r["token_count"] == {"method": "exact", "pages_counted": r["pages_collected"]}
         assert 1400 <= r["pages_collected"] <= r["pages_scored"]
         assert r["tokens_collected"] > 100 * r["pages_collected"]
         assert r["classifier"]["f1"] >= 0.8 and r["positives"] >= 790
@@ -64,16 +72,16 @@ def test_domain_table_and_annotation_tsv(mined):
         doms = {r["domain"]: r for r in csv.DictReader(f, delimiter="\t")}
     for d in ("math.stackexchange.com", "mathoverflow.net"):
         assert doms[d]["math_related"] == "1" and float(doms[d]["recalled_fraction"]) > 0.9
-    assert int(doms["mathoverflow.net"]["pages"]) == 669  # all pages of the domain, recalled or not
+    assert int(doms["mathoverflow.net"]["pages"]) == 668  # all pages of the domain, recalled or not (669 - a repost)
     assert doms["an.wikipedia.org"]["math_related"] == "0"  # the WARC/WET pages are grouped too
-    assert int(doms["an.wikipedia.org"]["pages"]) >= 2  # WARC + WET copies of the Escopete page
+    assert int(doms["an.wikipedia.org"]["pages"]) == 3  # 4 captures; the WET copy of a WARC page: URL duplicate
     with open(root / "iter_01" / "url_paths.tsv") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert list(rows[0]) == ["domain", "prefix", "depth", "pages", "recalled", "recalled_fraction", "sample_urls",
                              "sample_titles", "accept"]
     mo = {r["prefix"]: r for r in rows if r["domain"] == "mathoverflow.net"}
     q = mo["/questions/"]
-    assert q["depth"] == "1" and int(q["pages"]) == 669 and q["accept"] == "yes"
+    assert q["depth"] == "1" and int(q["pages"]) == 668 and q["accept"] == "yes"
     assert q["sample_urls"].startswith("https://mathoverflow.net/questions/")
     assert len(q["sample_urls"].split(" | ")) == 3 and q["sample_titles"]
     assert all(r["domain"] in {d for d, v in doms.items() if v["math_related"] == "1"} for r in rows)
@@ -105,7 +113,14 @@ def test_bad_config_and_slurm_executor(tmp_path, shared_data):
     with pytest.raises(ConfigError, match="does not exist"):
         MiningConfig(input=[str(tmp_path / "nope")], seed_positives=str(tmp_path))
     with pytest.raises(ConfigError, match="--seed-positives"):
-        MiningConfig(input=[str(shared_data / "web")], seed_positives="")
+        MiningRun(MiningConfig(input=[str(shared_data / "web")], output=str(tmp_path / "r"))).run()
+    with pytest.raises(ConfigError, match="token_sample_rate"):
+        MiningConfig(input=[str(shared_data / "web")], token_sample_rate=0)
+    bad_tok = MiningConfig(input=[str(shared_data / "web")], seed_positives=str(shared_data / "web" / "docs.jsonl"),
+                           output=str(tmp_path / "r"), tokenizer_type="hf", tokenizer_model=str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="mining: tokenizer file not found"):
+        MiningRun(bad_tok).run()
+    assert not (tmp_path / "r" / "pages").exists()  # refused before any stage ran
     with pytest.raises(ConfigError, match="slurm-partition"):
         ExecutorConfig(executor="slurm")
     from datatrove.executor.slurm import SlurmPipelineExecutor

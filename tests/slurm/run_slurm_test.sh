@@ -246,8 +246,12 @@ for stage in grpo sft; do
 done
 
 # ---- 5d. mining: examples/slurm/mine_corpus.sbatch, stages as datatrove job arrays --
+# The input is ../shared/data/web plus tests/mining/planted.py's shards, whose
+# URL, exact and near duplicates sit in different shards; dedup runs before
+# recall with 4 tasks, and its kept pages must equal a local 1-task dedup's.
 if [[ " $JOBS " == *" mine "* ]]; then
   WEB=$REPO/../shared/data/web
+  PLANTED=$WORK/data/planted
   [[ -f "$WEB/docs.jsonl" ]] || fail "no $WEB/docs.jsonl for the mining job"
   # seed positives: math.stackexchange pages; negatives: the non-math pages
   "$PYTHON" - "$WEB/docs.jsonl" "$WORK/data" <<'PY' || fail "could not write the mining seeds"
@@ -258,22 +262,46 @@ with open(sys.argv[2] + "/seed.jsonl", "w") as f:
 with open(sys.argv[2] + "/neg.jsonl", "w") as f:
     f.writelines(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows if r["label"] == "non_math")
 PY
+  "$PYTHON" "$REPO/tests/mining/planted.py" "$PLANTED" || fail "could not write the planted duplicates"
   # the driver takes one CPU; each stage task takes the other one in turn
   run_job mining COMPLETED PYTHON="$PYTHON" -- \
       --job-name=dsm-mine-test --ntasks=1 --cpus-per-task=1 --time=30:00 \
-      examples/slurm/mine_corpus.sbatch --input "$WEB" --seed-positives "$WORK/data/seed.jsonl" \
+      examples/slurm/mine_corpus.sbatch --input "$WEB" "$PLANTED" --seed-positives "$WORK/data/seed.jsonl" \
         --negatives "$WORK/data/neg.jsonl" --output "$WORK/mine" --max-iterations 1 \
         --auto-accept-fraction 0.5 --domain-min-pages 3 --dim 64 --bucket 50000 \
-        --compression none --tasks 2 --slurm-poll-s 2 --slurm-time 20:00 \
+        --compression none --tasks 4 --slurm-poll-s 2 --slurm-time 20:00 \
         --slurm-mem-per-cpu-gb 1
   MINE_JOB=$JOBID_DONE
-  shards=$(ls "$WORK"/mine/final/*.jsonl 2>/dev/null | wc -l)
   pages=$(cat "$WORK"/mine/final/*.jsonl 2>/dev/null | wc -l)
   arrays=$(ls -d "$WORK"/mine/logs/*/slurm_logs 2>/dev/null | wc -l)
-  (( shards == 2 )) || fail "expected 2 shards (--tasks 2) in $WORK/mine/final, found $shards"
+  score_tasks=$(ls "$WORK"/mine/logs/iter_01_score/completions 2>/dev/null | wc -l)
   (( pages > 0 )) || fail "the mining job collected no pages"
-  (( arrays > 0 )) || fail "no datatrove Slurm array logs under $WORK/mine/logs"
-  log "mining job $MINE_JOB: $arrays stage(s) ran as Slurm job arrays, $pages pages in $shards shards"
+  (( arrays == 11 )) || fail "expected the Slurm arrays of extract, 8 dedup stages, score and keep; found $arrays"
+  (( score_tasks == 4 )) || fail "expected 4 scoring tasks (--tasks 4), found $score_tasks completed tasks"
+  log "mining job $MINE_JOB: $arrays stages ran as Slurm job arrays, $pages pages collected"
+  # the same dedup on the local executor with one task keeps the same pages
+  "$PYTHON" "$REPO/tools/mine_corpus.py" dedup --input "$WEB" "$PLANTED" --output "$WORK/dedup_local" --tasks 1 \
+    --compression none >"$WORK/log/dedup_local.log" 2>&1 || fail "the local 1-task dedup failed (see $WORK/log/dedup_local.log)"
+  dedup_line=$("$PYTHON" - "$WORK/mine" "$WORK/dedup_local" "$PLANTED/answer.json" <<'PY'
+import json, sys
+from pathlib import Path
+slurm, local, answer = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(Path(sys.argv[3]).read_text())
+def kept(run):
+    return [json.loads(x)["id"] for p in sorted((run / "deduped").glob("*.jsonl")) for x in open(p)]
+s, l = kept(slurm), kept(local)
+assert s == l, f"Slurm (4 tasks) kept {len(s)} pages, local (1 task) {len(l)}; they differ"
+ks = set(s)
+for kind, groups in answer["groups"].items():
+    for ids in groups:
+        assert sum(i in ks for i in ids) == 1, f"planted {kind} group {ids}: {[i for i in ids if i in ks]} kept"
+rs, rl = (json.loads((r / "report.json").read_text())["dedup"] for r in (slurm, local))
+assert rs["tasks"] == 4 and rs["removed"] == rl["removed"], (rs, rl)
+for kind, n in answer["removed"].items():
+    assert rs["removed"][kind] >= n, (kind, rs["removed"], answer["removed"])
+print(f"{rs['pages_in']} pages, removed {rs['removed']} (planted {answer['removed']}), {rs['pages_out']} kept")
+PY
+) || fail "the Slurm dedup does not match the planted duplicates or the local 1-task run"
+  log "dedup, Slurm with 4 tasks = local with 1 task: $dedup_line"
   # a stage array Slurm refuses (more memory than the node has) ends the
   # driver with one error line naming the stage, not a traceback
   run_job "refused mining" FAILED PYTHON="$PYTHON" -- \
@@ -283,5 +311,10 @@ PY
   grep -q "^mine_corpus.py: error: stage extract: sbatch refused its job array" "$LOG" \
     || fail "the refused mining job did not end with the one-line stage error"
   ! grep -q Traceback "$LOG" || fail "the refused mining job printed a traceback"
-  echo "PASS: slurm mining job $MINE_JOB ran its stages as datatrove Slurm arrays ($pages pages collected); a refused stage is one error line"
+  # a failed array task stops the stage with one error; the same call again redoes only that task
+  resume_line=$(PATH="$(dirname "$PYTHON"):$PATH" PYTHONPATH="$REPO:$REPO/tests/mining${PYTHONPATH:+:$PYTHONPATH}" \
+    "$PYTHON" "$REPO/tests/mining/slurm_resume.py" "$WORK/resume" dsm 2>"$WORK/log/resume.log") \
+    || fail "failed array task: $resume_line (log: $WORK/log/resume.log)"
+  log "$resume_line"
+  echo "PASS: slurm mining job $MINE_JOB ran its stages as datatrove Slurm arrays ($pages pages collected; dedup before recall kept the pages a local 1-task dedup keeps, one of each planted duplicate group); a refused stage is one error line; a failed array task is redone alone"
 fi
