@@ -373,8 +373,7 @@ def _cpu_fused_apply_rotary_pos_emb(t: torch.Tensor, freqs: torch.Tensor,
     tensor), and ``rotate_half(t) * sin == roll(t, d/2) * [-sin_lo, sin_hi]``
     (IEEE negation commutes with the product), so forward and backward are
     bit for bit megatron-core's (tests/platform/test_shims.py) with three ops
-    instead of twelve: 35.8 -> 34.2 ms per train step of the GRPO benchmark
-    (medians of 8 alternating rounds, 2 cores).  Interleaved RoPE goes to
+    instead of twelve.  Interleaved RoPE goes to
     megatron-core's unfused function."""
     from megatron.core.models.common.embeddings import rope_utils
 

@@ -15,18 +15,13 @@ bit for bit megatron-core's (``0 + x == x``) and masked keys get probability
 exactly 0 as after megatron-core's -10000 fill (``exp(-10000 - max)``
 underflows to 0 in fp32); grouped queries are laid out per key group
 instead of repeating keys and values; there is no RNG fork without dropout.
-Measured on 2 CPU cores for the GRPO benchmark shape ([27, 8, 4, 32]),
-forward+backward per layer, medians of 7 alternating rounds: megatron-core
-0.85 ms, this 0.52 ms; the benchmark's whole train step 30.7 -> 28.5 ms.
-(``scaled_dot_product_attention`` measured 0.59 ms against 0.41 ms for this
-computation in one run: its CPU flash kernel costs more than the product at
-this size.)
+``scaled_dot_product_attention`` is not used: at these sizes its CPU flash
+kernel costs more than the plain product.  ``benchmarks/train_step_overhead.py``
+measures the training step these layers run in.
 
 An explicit boolean mask (GRPO's shared-prompt packing, ``rl/packing.py``;
 left-padded batches) enters the same way, as a 0 / -inf bias built once per
-mask object: bit for bit megatron-core's outputs and gradients, 1.04 -> 0.65
-ms forward+backward per layer for the packed benchmark micro-batch
-([131, 1, 4, 32], 3 rounds of 200, 2 cores).
+mask object: bit for bit megatron-core's outputs and gradients.
 
 Where it is not the same computation, megatron-core's own ``forward`` runs
 unchanged: a mask with a query that sees no key (its -10000 fill keeps such

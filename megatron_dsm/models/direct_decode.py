@@ -4,9 +4,9 @@ Why.  For the model sizes the project samples from on a CPU (and for small
 models on any device) rollout time is per-call overhead, not arithmetic:
 ``GPTModel.forward`` with a ``StaticInferenceContext`` goes through dozens of
 module calls per layer, inference-context bookkeeping, and re-applies RoPE to
-every cached key at every step.  Measured on 2 CPU cores for the 4 x 128
-shape of ``benchmarks/grpo_vs_trl.py`` at batch 8: about 3.8 ms per decode
-step, of which the matrix products are a few percent.  This engine runs the
+every cached key at every step; at the size of ``benchmarks/grpo_vs_trl.py``
+the matrix products are a small share of a decode step
+(``benchmarks/rollout_engines.py`` compares the engines).  This engine runs the
 same Llama forward as plain functional torch ops over the *same parameter
 tensors* (nothing is copied, so ``update_weights`` is free: the role a vLLM
 engine plays in verl, without the weight sync), with a KV cache laid out for
@@ -160,9 +160,8 @@ class DirectDecoder:
         carries rotate-half's sign (``rotate_half(t) * sin == roll(t) *
         [-sin_lo, sin_hi]`` exactly).  The value slot gets cos 1 and sin 0,
         which leaves values exactly as they are.  One call per decode step
-        and layer instead of slicing queries/keys out first (measured: the
-        decode forward 1448 -> 1361 us with the joint KV cache of
-        ``new_cache``, medians of 10 alternating rounds, 2 cores)."""
+        and layer instead of slicing queries/keys out first, which matches
+        the joint KV cache layout of ``new_cache``."""
         key = (total, dtype)
         if key not in self._rope_cache:
             freqs = self.rotary(total).reshape(total, -1)      # [total, head_dim] (fp32)
@@ -254,10 +253,9 @@ class DirectDecoder:
         """[U, L, v/tp] logits of packed sequences (``rl/packing.py``: each
         distinct prompt once, then one segment per response): ``tokens``
         [U, L], ``positions`` [L] each column's RoPE position in its own row,
-        ``attend`` [U, 1, L, L] True = attend.  One forward, no KV cache: in
-        the benchmark's shape 5.9 -> 5.1 ms per reference pass against a
-        prompt prefill whose keys/values are copied to the G rows and a
-        second forward over the responses (medians of 4 x 40, 2 cores)."""
+        ``attend`` [U, 1, L, L] True = attend.  One forward, no KV cache,
+        instead of a prompt prefill whose keys/values are copied to the G
+        rows and a second forward over the responses."""
         cos, sin = self.rope_tables(int(positions.max()) + 1, self.embedding.dtype)
         pos = positions.to(cos.device)
         cos, sin = cos.index_select(0, pos), sin.index_select(0, pos)

@@ -73,7 +73,7 @@ def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, bf16: bool
         bias_dropout_fusion=False,
         # CPU: megatron-core's fused-RoPE hook holds the platform layer's
         # implementation (bit for bit the unfused one, fewer ops) once the
-        # shims are in; GPU: off as before (TE's kernel is not measured here yet)
+        # shims are in; GPU: off until TE's fused kernel is checked against it
         apply_rope_fusion=not on_gpu and platform.shims_installed(),
         gradient_accumulation_fusion=False,
         attention_dropout=cfg.attention_dropout,
