@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 from megatron.core import dist_checkpointing
 from megatron.core import parallel_state as ps
+from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
 from megatron_dsm.io import atomic_write, replace_dir
 
@@ -100,11 +101,27 @@ def _layout() -> dict:
             "world": _world()}
 
 
+def _is_distributed(optimizer) -> bool:
+    inner = getattr(optimizer, "chained_optimizers", None) or [optimizer]
+    return any(isinstance(o, DistributedOptimizer) for o in inner)
+
+
 def sharded_state(module, optimizer=None, *, is_loading: bool = False) -> dict:
     model_sd = module.sharded_state_dict()
     sd = {"model": model_sd}
     if optimizer is not None:
-        sd["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading)
+        kw = {}
+        if _is_distributed(optimizer):
+            # megatron-core's default layout for DistributedOptimizer state
+            # ("fully_sharded_model_space") saves flattened ranges, which its
+            # own torch_dist format refuses (0.16.1).  "fully_reshardable"
+            # stores one tensor per parameter, so the state loads at any
+            # TP/PP/DP as the model's does; "mem_efficient" gathers each DP
+            # group's shards over gloo into host memory of its first rank
+            # (no full state on every GPU; gloo also serves a CPU run).
+            kw["metadata"] = {"distrib_optim_sharding_type": "fully_reshardable",
+                              "distrib_optim_fully_reshardable_mem_efficient": True}
+        sd["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading, **kw)
     return sd
 
 
