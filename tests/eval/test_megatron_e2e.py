@@ -133,6 +133,7 @@ def test_megatron_backend_batch_equals_rows_alone_under_te_like_attention(traine
 
     from megatron_dsm import platform
     from megatron_dsm.eval.megatron_backend import MegatronGenerator
+    from megatron_dsm.models.generation import SamplingParams, generate
 
     ckpt, tok = trained
     started = not parallel_state.model_parallel_is_initialized()
@@ -147,6 +148,14 @@ def test_megatron_backend_batch_equals_rows_alone_under_te_like_attention(traine
         for p, b in zip(prompts, batch):
             assert gen.generate([p], max_new_tokens=10) == [b]
         assert any(b[0].strip() for b in batch)
+        # the tokens and log-probs behind those texts (the back end's generate call)
+        ids = [gen.encode(p) for p in prompts]
+        kw = dict(pad_id=gen.pad_id, vocab_size=gen.vocab_size)
+        out = generate(gen.model, ids, SamplingParams(max_new_tokens=10), **kw)
+        for i, p in enumerate(ids):
+            alone = generate(gen.model, [p], SamplingParams(max_new_tokens=10), **kw)
+            assert alone.completions[0] == out.completions[i]
+            assert max(abs(a - b) for a, b in zip(alone.logprobs[0], out.logprobs[i])) < 1e-5
     finally:
         if started:
             platform.destroy_distributed()
