@@ -5,8 +5,9 @@
 # CUDA torch, transformer-engine, apex, triton, flash-attn, numpy and nvidia-*
 # libraries are pinned to the versions the image ships (a constraints file made
 # from the image itself) so nothing below can replace them. megatron-core comes
-# from PyPI in the range requirements.txt and setup.py give (>=0.16.1,<0.18; on
-# Python 3.12 that resolves to 0.17.x, which needs torch>=2.6).
+# from PyPI at the version requirements.txt and setup.py pin (0.16.1): the one
+# every test runs against, and the one whose internals generation relies on
+# are checked (megatron_dsm/models/mcore_inference.py).
 #
 #   docker build -t megatron-dsm .
 #   docker run --gpus all --ipc=host --rm -it -v /data:/data megatron-dsm \
@@ -31,12 +32,12 @@ RUN python -c 'import sys; assert sys.version_info[:2] == (3, 12), "need Python 
  && python -c 'import importlib.metadata as m, re; k = re.compile(r"(torch|torchvision|torchaudio|triton|pytorch-triton|transformer[-_]engine.*|apex|flash[-_]attn.*|nvidia-.*|numpy)", re.I); print("\n".join(sorted({d.metadata["Name"] + "==" + d.version for d in m.distributions() if d.metadata["Name"] and k.fullmatch(d.metadata["Name"])})))' > "$DSM_CONSTRAINTS" \
  && grep -iE '^torch==' "$DSM_CONSTRAINTS"
 
-# 2. Requirements other than torch (and the test runner), megatron-core in the
-#    range of requirements.txt/setup.py, all under the image constraints.
+# 2. Requirements other than torch (and the test runner), megatron-core at the
+#    version of requirements.txt/setup.py, all under the image constraints.
 COPY requirements.txt ./
 RUN grep -vE '^(torch==|pytest)' requirements.txt > /tmp/requirements.image.txt \
  && PIP_CONSTRAINT="$DSM_CONSTRAINTS" python -m pip install --no-cache-dir \
-      -r /tmp/requirements.image.txt "megatron-core>=0.16.1,<0.18" "pytest>=8" "pytest-timeout>=2.3" \
+      -r /tmp/requirements.image.txt "megatron-core==0.16.1" "pytest>=8" "pytest-timeout>=2.3" \
  && rm /tmp/requirements.image.txt
 
 # 3. The package with its gpu extra; --no-deps because every dependency is

@@ -7,7 +7,10 @@ Layout (DESIGN.md): ``SAVE/iter_0000100/`` plus
 leaves the previous checkpoint and the ``latest`` file pointing at it.
 
 The model and optimizer are saved as sharded tensors, so a checkpoint written
-at one TP/PP layout loads at another.  RNG states are per rank (one file each)
+at one TP/PP layout loads at another, and between layer specs: module extra
+state (transformer-engine's) that a checkpoint lacks is not asked for
+(``load_sharded``).  Other models of a run (RL's frozen reference) go in a
+dist checkpoint of their own inside it (``save_module``/``load_module``).  RNG states are per rank (one file each)
 and are restored only when the layout is unchanged; the rest (iteration,
 scheduler, data position, config) is common state.
 
@@ -26,7 +29,9 @@ from typing import Callable
 
 import torch
 from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing.validation import StrictHandling
 from megatron.core import parallel_state as ps
+from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
 from megatron_dsm.io import atomic_write, replace_dir
 
@@ -100,11 +105,27 @@ def _layout() -> dict:
             "world": _world()}
 
 
+def _is_distributed(optimizer) -> bool:
+    inner = getattr(optimizer, "chained_optimizers", None) or [optimizer]
+    return any(isinstance(o, DistributedOptimizer) for o in inner)
+
+
 def sharded_state(module, optimizer=None, *, is_loading: bool = False) -> dict:
     model_sd = module.sharded_state_dict()
     sd = {"model": model_sd}
     if optimizer is not None:
-        sd["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading)
+        kw = {}
+        if _is_distributed(optimizer):
+            # megatron-core's default layout for DistributedOptimizer state
+            # ("fully_sharded_model_space") saves flattened ranges, which its
+            # own torch_dist format refuses (0.16.1).  "fully_reshardable"
+            # stores one tensor per parameter, so the state loads at any
+            # TP/PP/DP as the model's does; "mem_efficient" gathers each DP
+            # group's shards over gloo into host memory of its first rank
+            # (no full state on every GPU; gloo also serves a CPU run).
+            kw["metadata"] = {"distrib_optim_sharding_type": "fully_reshardable",
+                              "distrib_optim_fully_reshardable_mem_efficient": True}
+        sd["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading, **kw)
     return sd
 
 
@@ -144,6 +165,28 @@ def save_checkpoint(root: str, iteration: int, module, optimizer, common: dict,
     return final
 
 
+def save_module(module, directory: str | os.PathLike) -> Path:
+    """``module``'s weights as a dist checkpoint of their own in ``directory``
+    (created here; every rank calls): models saved beside a run's state,
+    such as RL's frozen reference.  Sharded by TP/PP and written once, not
+    once per data-parallel replica, so it loads at another layout."""
+    d = Path(directory)
+    if _rank() == 0:
+        d.mkdir(parents=True)
+    _barrier()
+    dist_checkpointing.save(module.sharded_state_dict(), str(d))
+    return d
+
+
+def load_module(module, directory: str | os.PathLike) -> None:
+    """Load ``save_module``'s ``directory`` into ``module`` (any TP/PP)."""
+    d = Path(directory)
+    if not (d / "metadata.json").is_file():
+        raise CheckpointError(f"{d} is missing or incomplete (no metadata.json)")
+    loaded = load_sharded(module.sharded_state_dict(), d)
+    module.load_state_dict(keep_own_extra_state(module, loaded), strict=True)
+
+
 def read_common(load: str) -> dict:
     """The common (non-tensor) state of the checkpoint ``load`` points at."""
     ckpt, _ = find_checkpoint(load)
@@ -160,14 +203,48 @@ def read_model_config(load: str) -> dict:
     return mc
 
 
+EXTRA_STATE = "_extra_state"
+
+
+def load_sharded(sd: dict, ckpt: str | os.PathLike) -> dict:
+    """``dist_checkpointing.load(sd, ckpt)``, except that module extra state
+    the checkpoint does not hold is not asked for (the module keeps its own:
+    ``keep_own_extra_state``); any other absent key is one CheckpointError.
+
+    Why: transformer-engine's modules declare ``_extra_state`` (their FP8
+    metadata, empty without FP8) and megatron-core checkpoints it as a
+    ShardedObject; a model built with the local spec (an HF import, a CPU
+    run) has none for TE's norms, and loading its checkpoint into a TE-spec
+    model otherwise fails with "Missing key in checkpoint state_dict:
+    decoder.final_layernorm._extra_state/shard_0_1" (megatron-core 0.16.1).
+    The reverse direction needs nothing: a checkpoint's keys that the model
+    does not ask for are not read."""
+    loaded, _, absent = dist_checkpointing.load(sd, str(ckpt), strict=StrictHandling.RETURN_UNEXPECTED)
+    other = sorted(k for k in absent if EXTRA_STATE not in k)
+    if other:
+        raise CheckpointError(f"{ckpt}: the checkpoint has no {other[0]}"
+                              + (f" (and {len(other) - 1} more keys)" if len(other) > 1 else ""))
+    return loaded
+
+
+def keep_own_extra_state(module, loaded: dict) -> dict:
+    """``loaded`` (a state dict for ``module``) with the module's own value for
+    every extra state it lacks (``load_sharded`` left them out), so that a
+    strict ``load_state_dict`` accepts it."""
+    for key, value in module.state_dict().items():
+        if key.endswith(EXTRA_STATE) and key not in loaded:
+            loaded[key] = value
+    return loaded
+
+
 def load_checkpoint(load: str, module, optimizer=None, *, finetune: bool = False) -> dict:
     """Load model (and unless ``finetune``, optimizer). Returns the common state
     (with ``rng`` when the layout matches and ``iteration`` reset on finetune)."""
     ckpt, iteration = find_checkpoint(load)
     common = dist_checkpointing.load_common_state_dict(str(ckpt)).get("common", {})
     sd = sharded_state(module, None if finetune else optimizer, is_loading=True)
-    loaded = dist_checkpointing.load(sd, str(ckpt))
-    module.load_state_dict(loaded["model"], strict=True)
+    loaded = load_sharded(sd, ckpt)
+    module.load_state_dict(keep_own_extra_state(module, loaded["model"]), strict=True)
     if not finetune and optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
     if finetune:

@@ -4,7 +4,7 @@ On a GPU host this module picks NCCL + CUDA and changes nothing in
 megatron-core.  Without CUDA it picks gloo + CPU and installs the shims below,
 which let megatron-core 0.16.x run its real components (GPTModel, the
 tensor-parallel layers, ``get_forward_backward_func`` schedules, its DDP
-wrapper, its optimizer and ``dist_checkpointing``) on CPU.
+wrapper, its optimizers and ``dist_checkpointing``) on CPU.
 
 Why shims are needed (seen in megatron-core 0.16.1): several functions ask
 ``torch.cuda.current_device()`` for a device, create tensors with
@@ -20,8 +20,9 @@ How: each covered megatron-core module gets a module-local ``torch`` stand-in
 * tensor factories given ``device="cuda"`` allocate on the CPU.
 
 Only the modules listed in :data:`SHIMS` see the stand-in; the global
-``torch`` is untouched.  The RNG tracker's two state accessors are replaced by
-CPU generator versions (:func:`_cpu_get_rng_state`, :func:`_cpu_set_rng_state`).
+``torch`` is untouched.  Some functions are replaced (:data:`FUNCTION_SHIMS`:
+the RNG tracker's state accessors, ...) and four methods of megatron-core's
+DistributedOptimizer are wrapped (:data:`METHOD_SHIMS`).
 Every shim is listed with the megatron-core functions it covers; each has a
 test in ``tests/platform/test_shims.py``.  :func:`install_cpu_shims` refuses to
 run when CUDA is available.
@@ -33,6 +34,7 @@ import contextlib
 import dataclasses
 import datetime
 import importlib
+import inspect
 import os
 import socket
 import types
@@ -148,11 +150,11 @@ class _CpuStream:
     def wait_stream(self, *a, **k):
         return None
 
-    def synchronize(self):
-        return None
+    synchronize = record_event = wait_stream
 
-    def record_event(self, *a, **k):
-        return None
+
+def _none(*a, **k):
+    return None
 
 
 class _CpuCuda(types.SimpleNamespace):
@@ -161,57 +163,18 @@ class _CpuCuda(types.SimpleNamespace):
     def __getattr__(self, name):  # anything not overridden: the real one
         return getattr(torch.cuda, name)
 
-    @staticmethod
-    def current_device():
-        return _CPU
-
-    @staticmethod
-    def synchronize(*a, **k):
-        return None
-
-    @staticmethod
-    def is_available():
-        return False
-
-    @staticmethod
-    def device_count():
-        return 0
-
+    current_device = staticmethod(lambda: _CPU)
+    synchronize = empty_cache = nvtx = staticmethod(_none)
+    is_available = staticmethod(lambda: False)
+    device_count = staticmethod(lambda: 0)
     Stream = _CpuStream
-
-    @staticmethod
-    def current_stream(*a, **k):
-        return _CpuStream()
-
-    @staticmethod
-    def default_stream(*a, **k):
-        return _CpuStream()
-
-    @staticmethod
-    def stream(*a, **k):
-        return contextlib.nullcontext()
-
-    @staticmethod
-    def empty_cache():
-        return None
-
-    @staticmethod
-    def get_rng_state(*a, **k):
-        return torch.get_rng_state()
-
-    @staticmethod
-    def set_rng_state(state, *a, **k):
-        torch.set_rng_state(state)
-
-    @staticmethod
-    def manual_seed(seed):
-        # The tracker seeds "the CUDA generator" and reads its state back;
-        # on CPU the CPU generator plays that role.
-        torch.manual_seed(seed)
-
-    @staticmethod
-    def nvtx():  # pragma: no cover - attribute access only
-        return None
+    current_stream = default_stream = staticmethod(lambda *a, **k: _CpuStream())
+    stream = staticmethod(lambda *a, **k: contextlib.nullcontext())
+    get_rng_state = staticmethod(lambda *a, **k: torch.get_rng_state())
+    set_rng_state = staticmethod(lambda state, *a, **k: torch.set_rng_state(state))
+    # The tracker seeds "the CUDA generator" and reads its state back; on
+    # CPU the CPU generator plays that role.
+    manual_seed = staticmethod(lambda seed: torch.manual_seed(seed))
 
 
 _FACTORIES = (
@@ -303,6 +266,9 @@ SHIMS: tuple[Shim, ...] = (
     Shim("megatron.core.optimizer.optimizer",
          ("MegatronOptimizer.get_grad_norm", "MixedPrecisionOptimizer._unscale_main_grads_and_check_for_nan"),
          "allocates norm/overflow buffers on torch.cuda.current_device()"),
+    Shim("megatron.core.optimizer.distrib_optimizer",
+         ("DistributedOptimizer.load_state_dict", "DistributedOptimizer.get_parameter_state_dp_zero"),
+         "allocates state shards on torch.cuda.current_device() (see also METHOD_SHIMS)"),
     Shim("megatron.core.optimizer.clip_grads",
          ("get_grad_norm_fp32", "clip_grad_by_total_norm_fp32", "count_zeros_fp32"),
          'allocates the norm accumulator with device="cuda"'),
@@ -389,6 +355,98 @@ def _cpu_fused_apply_rotary_pos_emb(t: torch.Tensor, freqs: torch.Tensor,
     return torch.cat([head * cos + torch.roll(head, rot // 2, dims=-1) * sin, t[..., rot:]], dim=-1)
 
 
+# megatron-core's DistributedOptimizer on CPU (seen in 0.16.1, torch 2.13):
+# gloo has the reduce-scatter and all-gather it needs; what fails is below,
+# each wrapper running the original unchanged around its fix.
+
+@contextlib.contextmanager
+def _cuda_type_names():
+    """While active, ``Tensor.type()`` (no argument) names a CPU float tensor
+    by its CUDA type (``torch.cuda.FloatTensor``); other calls are the real one."""
+    real = torch.Tensor.type
+
+    def type_(self, dtype=None, non_blocking=False, **kwargs):
+        if dtype is None and not kwargs and self.device.type == "cpu":
+            name = real(self)
+            return name.replace("torch.", "torch.cuda.", 1) if self.is_floating_point() else name
+        return real(self, dtype, non_blocking, **kwargs)
+
+    torch.Tensor.type = type_
+    try:
+        yield
+    finally:
+        torch.Tensor.type = real
+
+
+def _torch_adam(optimizer):
+    inner = optimizer.optimizer
+    return inner if isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)) else None
+
+
+def _cpu_build_model_and_main_param_groups(original):
+    """CPU wrapper of DistributedOptimizer._build_model_and_main_param_groups: it
+    sorts parameters by ``param.type()`` and refuses all but ``torch.cuda.*``
+    names, although its sharding is plain views; run with CUDA type names."""
+    def wrapped(*args, **kwargs):
+        with _cuda_type_names():
+            return original(*args, **kwargs)
+    return wrapped
+
+
+def _cpu_distributed_optimizer_state_dict(original):
+    """CPU wrapper of DistributedOptimizer.state_dict: without apex/TE it reads
+    ``step`` from torch AdamW's per-parameter state, which exists only after a
+    first step, so loading into a fresh optimizer (every resume) fails; create
+    that state first exactly as torch's first step would (step 0, zero moments)."""
+    def wrapped(self, *args, **kwargs):
+        adam = _torch_adam(self)
+        for p in [] if adam is None else [p for g in adam.param_groups for p in g["params"]]:
+            if not adam.state[p]:
+                adam.state[p].update(step=torch.tensor(0.0), exp_avg=torch.zeros_like(p),
+                                     exp_avg_sq=torch.zeros_like(p))
+        return original(self, *args, **kwargs)
+    return wrapped
+
+
+def _cpu_set_main_param_and_optimizer_states(original):
+    """CPU wrapper of DistributedOptimizer._set_main_param_and_optimizer_states:
+    it copies every key of torch AdamW's state from the loaded tensors, and
+    the fully reshardable layout holds no ``step`` (KeyError; load_state_dict
+    has set it already); pass the step in place through."""
+    def wrapped(self, model_param, tensors):
+        current = self._get_main_param_and_optimizer_states(model_param)
+        if "step" not in tensors and "step" in current:
+            tensors = {**tensors, "step": current["step"]}
+        return original(self, model_param, tensors)
+    return wrapped
+
+
+def _cpu_distributed_optimizer_load_state_dict(original):
+    """CPU wrapper of DistributedOptimizer.load_state_dict: without apex/TE it
+    gives every parameter's AdamW state the *same* ``step`` tensor (torch does
+    not copy it), which AdamW then advances once per parameter per step, so a
+    resumed run drifts from the second step on; give each its own copy."""
+    def wrapped(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        adam, seen = _torch_adam(self), set()
+        for state in [] if adam is None else adam.state.values():
+            if torch.is_tensor(state.get("step")):
+                if id(state["step"]) in seen:
+                    state["step"] = state["step"].clone()
+                seen.add(id(state["step"]))
+        return out
+    return wrapped
+
+
+# Class attributes wrapped in place: (module, class, attribute, wrapper
+# factory taking the original function; ``__wrapped__`` keeps the original).
+METHOD_SHIMS = tuple(("megatron.core.optimizer.distrib_optimizer", "DistributedOptimizer", attr,
+                      f"_cpu_{name}") for attr, name in (
+    ("_build_model_and_main_param_groups", "build_model_and_main_param_groups"),
+    ("state_dict", "distributed_optimizer_state_dict"),
+    ("_set_main_param_and_optimizer_states", "set_main_param_and_optimizer_states"),
+    ("load_state_dict", "distributed_optimizer_load_state_dict")))
+
 # Functions replaced outright: (module, attribute, replacement).
 FUNCTION_SHIMS = (
     ("megatron.core.tensor_parallel.random", "_get_cuda_rng_state", "_cpu_get_rng_state"),
@@ -423,6 +481,17 @@ def install_cpu_shims() -> list[str]:
             raise RuntimeError(f"megatron-core changed: {module}.{attr} is gone; update FUNCTION_SHIMS")
         setattr(mod, attr, globals()[repl])
         _installed.append(f"{module}.{attr}")
+    for module, cls_name, attr, factory in METHOD_SHIMS:
+        cls = getattr(importlib.import_module(module), cls_name)
+        original = inspect.getattr_static(cls, attr, None)
+        if original is None:
+            raise RuntimeError(f"megatron-core changed: {module}.{cls_name}.{attr} is gone; "
+                               "update METHOD_SHIMS")
+        kind = type(original) if isinstance(original, (staticmethod, classmethod)) else None
+        wrapped = globals()[factory](original.__func__ if kind else original)
+        wrapped.__wrapped__ = original.__func__ if kind else original
+        setattr(cls, attr, kind(wrapped) if kind else wrapped)
+        _installed.append(f"{module}.{cls_name}.{attr}")
     return list(_installed)
 
 

@@ -6,13 +6,23 @@ process, with megatron-core's own KV cache: a
 ``inference_context=`` to ``GPTModel.forward``.  The prompt batch is encoded
 once (prefill) and each later step feeds one token per row.
 
-Padding.  Prompts of different lengths are left-padded so that the last
-prompt token of every row sits in the same column (the static context keeps
-one shared sequence offset, and GPTModel returns only the last column's
-logits).  Pad keys are hidden by an explicit boolean attention mask (True =
-masked, as megatron-core's softmax expects); a right-padded batch is
-accepted and moved to the left first.  RoPE scores depend only on relative
-positions, so the constant shift a row's left padding adds changes nothing.
+Padding.  megatron-core's static KV cache keeps one sequence offset for the
+whole batch (a row's RoPE angles and cache columns come from it, not from
+``position_ids``), and its attention is told mask type ``causal`` at prefill
+and ``no_mask`` at decode.  transformer-engine's attention reads
+``attention_mask`` only for ``padding``/``arbitrary`` mask types, so under the
+TE spec a padded row would attend its pads, whatever mask is passed.  So
+megatron-core never sees a pad here: rows are grouped by exact prompt length
+(the G samples of a question share one), each group runs its own cache over
+its own columns with no mask at all (``LengthGroups``), and every step runs
+each group once and gathers the logits into one batch for the sampler, whose
+draws therefore do not depend on the grouping.  A row gets the tokens it
+gets alone, under any layer spec.  Cost: one forward per distinct prompt
+length per step (per rank: the questions of a GRPO rollout, or the distinct
+lengths of an evaluation batch).  The per-step bookkeeping keeps one
+left-padded window (generated columns align across rows); the direct engine
+(``direct_decode``) computes attention itself, honours its masks and runs
+that window as one batch.
 
 Tensor parallelism.  Logits come out vocab-parallel; they are gathered with
 ``gather_from_tensor_model_parallel_region`` (with the KV cache GPTModel
@@ -21,16 +31,13 @@ same function inside its output ColumnParallelLinear) and the token chosen on th
 source rank is broadcast to the TP group, so every TP rank feeds the same
 tokens.  Pipeline parallelism is not supported here (PP>1 is refused).
 
-The KV cache buffers are allocated here rather than by megatron-core:
-``Attention._allocate_memory`` (megatron/core/transformer/attention.py,
-megatron-core 0.16.1) allocates on the current CUDA device, which
-fails on a CPU-only build.  Attention allocates only when a layer has no
-entry in ``key_value_memory_dict``, so pre-filling that dict with buffers of
-the same shape ``[max_seq, max_batch, kv_heads_per_partition, head_dim]`` on
-``platform.device()`` keeps megatron-core's cache logic unchanged.
+The megatron-core internals this relies on (the static context, its KV
+buffers, allocated by this project because megatron-core allocates them on a
+CUDA device) are wrapped in ``models.mcore_inference``, checked against the
+installed version.
 
-``token_logprobs`` gives per-token log-probabilities from vocab-parallel
-logits through ``tensor_parallel.vocab_parallel_cross_entropy`` (on a clone:
+``token_logprobs`` gives per-token log-probabilities (a left-padded batch is
+moved to the right first, for the same reason) from vocab-parallel logits through ``tensor_parallel.vocab_parallel_cross_entropy`` (on a clone:
 it overwrites its input), with the same temperature and vocab cut as the
 sampler, so rollout and training agree.
 
@@ -52,6 +59,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from megatron_dsm import platform
+from megatron_dsm.models.mcore_inference import StaticKVCache
 
 
 class GenerationError(ValueError):
@@ -222,20 +230,6 @@ def draw_categorical(probs: torch.Tensor, generator: Optional[torch.Generator]) 
     return torch.minimum(torch.searchsorted(c, u, right=True), first_full).squeeze(-1)
 
 
-def _allocate_kv_cache(model, ctx, max_batch: int, max_seq: int, dtype: torch.dtype) -> None:
-    """Fill ``ctx.key_value_memory_dict`` for every self-attention layer (why:
-    see the module docstring: megatron-core allocates on a CUDA device)."""
-    from megatron.core.transformer.attention import Attention
-
-    dev = platform.device()
-    for m in model.modules():
-        if isinstance(m, Attention) and m.layer_number not in ctx.key_value_memory_dict:
-            groups = m.num_query_groups_per_partition
-            k = torch.empty(max_seq, max_batch, groups, m.key_hidden_size, dtype=dtype, device=dev)
-            v = torch.empty(max_seq, max_batch, groups, m.val_hidden_size, dtype=dtype, device=dev)
-            ctx.key_value_memory_dict[m.layer_number] = (k, v)
-
-
 def _hits_stop(text: str, stops: Sequence[str]) -> bool:
     return any(s in text for s in stops)
 
@@ -250,37 +244,51 @@ def _model_dtype(model) -> torch.dtype:
 
 
 class MegatronStep:
-    """One forward of megatron-core's ``GPTModel`` per decoding step, with its
-    ``StaticInferenceContext`` KV cache (or, ``use_cache=False``, the whole
-    window recomputed: the reference the cache is tested against)."""
+    """One forward of megatron-core's ``GPTModel`` per decoding step for rows
+    of one prompt length (``LengthGroups``: nothing is padded), with its
+    static KV cache (``mcore_inference.StaticKVCache``), or, ``use_cache=False``,
+    the whole window recomputed: the reference the cache is tested against."""
 
     def __init__(self, model, b: int, total: int, dev, use_cache: bool = True):
-        from megatron.core.inference.contexts import StaticInferenceContext
-
         self.model = model
         self.positions = torch.arange(total, device=dev)[None].expand(b, -1)
-        self.ctx = None
-        if use_cache:
-            self.ctx = StaticInferenceContext(max_batch_size=b, max_sequence_length=total)
-            _allocate_kv_cache(model, self.ctx, b, total, _model_dtype(model))
+        self.cache = StaticKVCache(model, b, total, _model_dtype(model)) if use_cache else None
 
-    def __call__(self, inp: torch.Tensor, start: int, real: torch.Tensor, need_mask: bool):
-        cur = start + inp.size(1)
-        pos = self.positions[:, start:cur]
-        if self.ctx is None:
-            return gather_logits(self.model(inp, pos, attention_mask(real, cur))[:, -1, :])
-        if start > 0:
-            # One new query over every key so far: only pads are hidden, and
-            # with none (no left padding, no finished row) no mask is needed.
-            mask = ~real[:, None, None, :] if need_mask else None
-            self.ctx.enable_decode_mode()
-        else:
-            mask = attention_mask(real, cur)
-        # GPTModel asserts runtime_gather_output in inference mode: its output
-        # layer then gathers with gather_from_tensor_model_parallel_region.
-        logits = self.model(inp, pos, mask, inference_context=self.ctx, runtime_gather_output=True)
-        self.ctx.sequence_len_offset += inp.size(1)
-        return logits[:, -1, :]                                         # [b, v]
+    def __call__(self, inp: torch.Tensor, start: int, real=None, need_mask: bool = False):
+        pos = self.positions[:, start:start + inp.size(1)]
+        if self.cache is None:
+            return gather_logits(self.model(inp, pos, None)[:, -1, :])
+        return self.cache.forward(inp, pos)                             # [b, v]
+
+
+class LengthGroups:
+    """The stepper of a left-padded window whose rows have prompts of several
+    lengths: one inner stepper per length over its rows' own columns (a
+    group of length n starts at window column ``s0 - n``), so no inner
+    stepper sees a pad (module docstring: Padding).  ``make(b, total, dev)``
+    builds an inner stepper; each call runs every group and returns the
+    logits of all rows in window order."""
+
+    def __init__(self, make: Callable, lengths: Sequence[int], s0: int, total: int, dev):
+        rows: dict[int, list[int]] = {}
+        for i, n in enumerate(lengths):
+            rows.setdefault(n, []).append(i)
+        self.b = len(lengths)
+        self.groups = [(torch.tensor(r, device=dev) if len(rows) > 1 else None, s0 - n,
+                        make(len(r), total - (s0 - n), dev)) for n, r in rows.items()]
+
+    def __call__(self, inp: torch.Tensor, start: int, real=None, need_mask: bool = False):
+        out = None
+        for idx, off, step in self.groups:
+            x = inp if idx is None else inp.index_select(0, idx)
+            # the first call (and every call without a cache) reads from column 0
+            logits = step(x[:, off:], 0) if start == 0 else step(x, start - off)
+            if idx is None:
+                return logits
+            if out is None:
+                out = logits.new_empty(self.b, logits.size(-1))
+            out.index_copy_(0, idx, logits)
+        return out
 
 
 @torch.inference_mode()
@@ -293,10 +301,12 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
     ``vocab_size`` excludes padded vocabulary entries; ``decode`` turns ids
     into text for stop strings.  ``use_cache=False`` recomputes the whole
     sequence every step (the reference the KV cache is tested against).
-    ``stepper(b, total, device)`` builds the per-step forward (default
-    ``MegatronStep``; ``direct_decode.DirectStep`` is the module-free one):
-    called as ``step(new_tokens [b, q], start_column, real [b, start+q],
-    need_mask)`` it returns full-vocabulary logits [b, v] of the last column.
+    ``stepper(b, total, device)`` builds the per-step forward over the
+    left-padded window (default: ``MegatronStep`` per prompt length through
+    ``LengthGroups``; ``direct_decode.DirectStep`` is the module-free one,
+    which masks pads itself): called as ``step(new_tokens [b, q],
+    start_column, real [b, start+q], need_mask)`` it returns full-vocabulary
+    logits [b, v] of the last column.
 
     Per-step bookkeeping is kept off the critical path: token and real-token
     buffers are allocated once for the whole ``[b, prompt + max_new_tokens]``
@@ -315,7 +325,7 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
     model.eval()
     platform.synchronize()
     t0 = time.perf_counter()
-    forward = _build_stepper(model, stepper, use_cache, state.b, state.total, dev)
+    forward = _build_stepper(model, stepper, use_cache, state, dev)
     steps = 0
     try:
         for step in range(params.max_new_tokens):
@@ -349,12 +359,13 @@ def _check_request(model, prompts: Sequence[Sequence[int]], params: SamplingPara
                               "cannot be split over TP ranks); build the sampling model without it")
 
 
-def _build_stepper(model, stepper: Optional[Callable], use_cache: bool, b: int, total: int, dev):
+def _build_stepper(model, stepper: Optional[Callable], use_cache: bool, state: "_DecodeState", dev):
     if stepper is None:
-        return MegatronStep(model, b, total, dev, use_cache)
+        return LengthGroups(lambda b, total, d: MegatronStep(model, b, total, d, use_cache),
+                            [len(r) for r in state.rows], state.s0, state.total, dev)
     if not use_cache:
         raise GenerationError("use_cache=False applies to the megatron-core stepper only")
-    return stepper(b, total, dev)
+    return stepper(state.b, state.total, dev)
 
 
 def _sample(logits: torch.Tensor, params: SamplingParams, vocab_size: Optional[int],
@@ -468,9 +479,12 @@ def token_logprobs(model, tokens: torch.Tensor, *, temperature: float = 1.0,
 
     Differentiable (GRPO trains through it).  ``real`` [b, s] marks real
     tokens when the batch is padded; right padding needs none (pads only
-    follow real tokens), left padding does.  ``temperature`` divides the
-    logits as the sampler does; ``vocab_size`` excludes padded vocabulary
-    entries as the sampler does.
+    follow real tokens, and causal attention never reads them).  A
+    left-padded batch is moved to the right for the forward and back, so
+    that no real token attends a pad under any layer spec (the module
+    docstring says why a mask is not enough); columns whose context is only
+    pads are 0.  ``temperature`` divides the logits as the sampler does;
+    ``vocab_size`` excludes padded vocabulary entries as the sampler does.
     """
     _check_pp()
     if temperature <= 0:
@@ -480,17 +494,38 @@ def token_logprobs(model, tokens: torch.Tensor, *, temperature: float = 1.0,
     b, s = tokens.shape
     if not 0 <= first <= s - 2:
         raise GenerationError(f"first must be in 0..{s - 2} for {s} tokens, got {first}")
-    dev = tokens.device
-    mask = None
+    lead = None
     if real is not None:
         if real.shape != tokens.shape:
             raise GenerationError(f"real mask {tuple(real.shape)} does not match tokens {tuple(tokens.shape)}")
-        real = real.to(dev, torch.bool)
-        mask = attention_mask(real, s)
-    pos = torch.arange(s, device=dev)[None].expand(b, -1)
-    logits = model(tokens, pos, mask)[:, first:-1]                 # [b, s, v/tp] -> positions kept
-    return logprobs_of_targets(logits, tokens[:, first + 1:], temperature=temperature,
-                               vocab_size=vocab_size)
+        lead = _leading_pads(real.to(tokens.device, torch.bool))
+    if lead is not None:      # left padded: roll each row's pads to its end
+        cols = torch.arange(s, device=tokens.device)
+        tokens = tokens.gather(1, (cols[None] + lead[:, None]) % s)
+    pos = torch.arange(s, device=tokens.device)[None].expand(b, -1)
+    start = 0 if lead is not None else first
+    logits = model(tokens, pos, None)[:, start:-1]                 # [b, s, v/tp] -> positions kept
+    lp = logprobs_of_targets(logits, tokens[:, start + 1:], temperature=temperature,
+                             vocab_size=vocab_size)
+    if lead is None:
+        return lp
+    # back to the caller's columns: column c predicted token c+1 from rolled column c - lead
+    back = torch.arange(first, s - 1, device=lp.device)[None] - lead[:, None]
+    return lp.gather(1, back.clamp(min=0)).masked_fill(back < 0, 0.0)
+
+
+def _leading_pads(real: torch.Tensor) -> Optional[torch.Tensor]:
+    """Pads before each row's first real token [b], or None when no row has
+    any; one clear error when a row has a pad between real tokens."""
+    lead = (~real).int().cumprod(1).sum(1)
+    n = real.sum(1)
+    cols = torch.arange(real.size(1), device=real.device)[None]
+    block = (cols >= lead[:, None]) & (cols < (lead + n)[:, None])
+    if not torch.equal(block, real):
+        row = int((block != real).any(1).nonzero()[0])
+        raise GenerationError(f"row {row} of the real-token mask has a pad between real tokens; "
+                              "give left- or right-padded rows")
+    return lead if bool(lead.any()) else None
 
 
 def logprobs_of_targets(logits: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from megatron_dsm import platform
-from megatron_dsm.checkpoint import find_checkpoint
+from megatron_dsm.checkpoint import find_checkpoint, keep_own_extra_state, load_sharded
 from megatron_dsm.config import ConfigError
 from megatron_dsm.models.config import ModelConfig
 from megatron_dsm.models.gpt import layer_spec, unwrap
@@ -117,7 +117,7 @@ def load_weights(model, load: str) -> dict:
     if not has_head:
         sd = {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIX)}
     try:
-        loaded = dist_checkpointing.load(sd, str(ckpt))
+        loaded = keep_own_extra_state(inner, load_sharded(sd, ckpt))   # any layer spec's checkpoint
     except Exception as e:  # megatron-core's message lists every key; keep one line
         raise ConfigError(f"{ckpt}: cannot load into a value model ({str(e).splitlines()[0][:200]})") from None
     result = inner.load_state_dict(loaded, strict=False)

@@ -36,9 +36,6 @@ class PlanConfig:
                               help="stage (default: the YAML's rl:, sft: or rm: section, else pretrain)")
     reserve: float = field(0.1, help="share of GPU memory kept for the CUDA context, NCCL buffers, "
                                      "workspaces and allocator fragmentation")
-    use_distributed_optimizer: bool = field(False, help="shard optimizer state over DP; " + PLANNER_ONLY)
-    recompute_granularity: str | None = field(None, choices=("full",),
-                                              help="recompute activations; " + PLANNER_ONLY)
     rollout_batch: int | None = field(None, help="RL: rows sampled at once per rank (default: all "
                                                  "B/DP x G); " + PLANNER_ONLY)
     search: bool = field(True, help="name the first layout that fits when the given one does not")
@@ -69,15 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def given_layout(recipe: Recipe, plan: PlanConfig) -> Layout:
-    """The layout the stage would run: its TP, PP and micro batch, plus the
-    planner-only options (taken from the training config once it has them)."""
+    """The layout the stage would run: its TP, PP, micro batch, distributed
+    optimizer and full recompute as its training config has them, plus the
+    planner-only rollout batch (from the stage's config once it has one)."""
     t = recipe.train
     rollout = plan.rollout_batch or getattr(recipe.extra, "rollout_batch", None)
-    recompute = plan.recompute_granularity or getattr(t, "recompute_granularity", None)
+    full = t.recompute_granularity == "full"
     return Layout(t.tensor_model_parallel_size, t.pipeline_model_parallel_size, t.micro_batch_size,
-                  distributed_optimizer=plan.use_distributed_optimizer
-                  or bool(getattr(t, "use_distributed_optimizer", False)),
-                  recompute=recompute == "full", rollout_batch=rollout)
+                  distributed_optimizer=t.use_distributed_optimizer, recompute=full,
+                  rollout_batch=rollout,
+                  recompute_method=t.recompute_method if full else "uniform",
+                  recompute_num_layers=t.recompute_num_layers if full else 1)
 
 
 def plan(argv: list[str], defaults: dict | None = None) -> tuple[str, int]:

@@ -25,9 +25,11 @@ for Llama: SwiGLU, RMSNorm, no dropout, no biases), in elements per token:
     per layer = s·b·(4h/[t if SP] + (2h + 2gd + 3f)/t) x 2 bytes (bf16)
 
 plus a·s²·b/t softmax probabilities when attention is not fused (local
-spec); flash/fused attention (TE) keeps only O(s) statistics.  Full
-recompute keeps each layer's input s·b·h (/t with SP) and rebuilds one
-layer at a time.  Under 1F1B the first stage holds min(p, m) micro-batches
+spec) and not recomputed (selective recompute); flash/fused attention (TE)
+keeps only O(s) statistics.  Full recompute keeps each layer's input
+s·b·h (/t with SP) and rebuilds one layer at a time (``uniform`` with k
+layers per group: one input per group, k layers rebuilt at once; ``block``
+with n: n layers recomputed, the others kept whole).  Under 1F1B the first stage holds min(p, m) micro-batches
 of its L/p layers, the last stage one.  The loss keeps the logits: bf16
 s·b·v/t plus the fp32 copy the vocab-parallel cross entropy saves (RL's
 log-probs also clone it: 10 bytes per logit).
@@ -108,13 +110,14 @@ def state_bytes(params: int, *, bf16: bool, distributed: bool, dp: int) -> tuple
 
 
 def layer_activation_bytes(model: ModelConfig, recipe: Recipe, tp: int, tokens: int, *,
-                           seq: int) -> int:
-    """Bytes one layer keeps for backward over ``tokens`` = s·b tokens (formula above)."""
+                           seq: int, selective: bool = False) -> int:
+    """Bytes one layer keeps for backward over ``tokens`` = s·b tokens
+    (formula above); ``selective`` recompute drops the unfused softmax."""
     h, f = model.hidden_size, model.ffn_hidden_size
     gd = model.kv_heads * (h // model.num_attention_heads)
     replicated = 4 * h / (tp if recipe.train.sequence_parallel else 1)
     elems = tokens * (replicated + (2 * h + 2 * gd + 3 * f) / tp)
-    if not recipe.flash_attention:
+    if not recipe.flash_attention and not selective:
         elems += model.num_attention_heads * seq * tokens / tp
     return int(elems * width(recipe))
 
@@ -133,15 +136,24 @@ def forward_working_bytes(recipe: Recipe, tp: int, tokens: int) -> int:
 
 
 def activation_bytes(recipe: Recipe, layout: Layout, in_flight: int) -> int:
-    """Activations of the trained model on a stage holding ``in_flight`` micro-batches."""
+    """Activations of the trained model on a stage holding ``in_flight``
+    micro-batches.  Full recompute as megatron-core runs it: ``uniform`` with
+    k layers per group keeps each group's input and rebuilds one group (k
+    layers) at a time; ``block`` recomputes the first n layers of the stage
+    (their inputs kept, rebuilt one at a time) and keeps the rest whole."""
     model, tp = recipe.model, layout.tp
     s = model.seq_length
     tokens = s * layout.micro_batch
     layers = model.num_layers // layout.pp
-    full = layer_activation_bytes(model, recipe, tp, tokens, seq=s)
-    if layout.recompute:
-        return in_flight * layers * recompute_bytes(model, recipe, tp, tokens) + full
-    return in_flight * layers * full
+    selective = recipe.train.recompute_granularity == "selective" and not layout.recompute
+    full = layer_activation_bytes(model, recipe, tp, tokens, seq=s, selective=selective)
+    if not layout.recompute:
+        return in_flight * layers * full
+    inp, k = recompute_bytes(model, recipe, tp, tokens), layout.recompute_num_layers
+    if layout.recompute_method == "uniform":
+        return in_flight * -(-layers // k) * inp + k * full
+    n = min(k, layers)
+    return in_flight * (n * inp + (layers - n) * full) + (full if n else 0)
 
 
 def logits_bytes(recipe: Recipe, layout: Layout, facts: Facts) -> int:
@@ -184,7 +196,15 @@ def estimate(recipe: Recipe, layout: Layout, facts: Facts) -> Estimate:
 
 def activation_label(recipe: Recipe, layout: Layout) -> str:
     layers = recipe.model.num_layers // layout.pp
-    how = "full recompute: layer inputs + 1 layer" if layout.recompute else "kept for backward"
+    k = layout.recompute_num_layers
+    if not layout.recompute:
+        how = "kept for backward" + (", selective recompute"
+                                     if recipe.train.recompute_granularity == "selective" else "")
+    elif layout.recompute_method == "uniform":
+        how = (f"full recompute: layer inputs + 1 layer" if k == 1
+               else f"full recompute: inputs of groups of {k} + 1 group")
+    else:
+        how = f"full recompute of {min(k, layers)} layers (block)"
     return f"activations ({layers} layers, micro batch {layout.micro_batch}, {how})"
 
 

@@ -11,7 +11,8 @@ FORMULAS = (
     " / DP with the distributed optimizer) bytes",
     "activations per layer: s*b*(4h/[TP with SP] + (2h + 2*g*d + 3f)/TP) x 2 B (Korthikanti et al."
     " 2022 for Llama: SwiGLU, RMSNorm, fused attention, no dropout); full recompute keeps s*b*h x 2 B"
-    " per layer and rebuilds one; 1F1B: the first stage holds min(PP, m) micro-batches",
+    " per recomputed layer (uniform: per group of k) and rebuilds one (group) at a time; 1F1B: the"
+    " first stage holds min(PP, m) micro-batches",
 )
 RL_FORMULA = "KV cache: L x 2 x rows x s x (g/TP) x d x 2 B; rows = B/DP x G, or the rollout batch"
 
@@ -61,7 +62,11 @@ def describe(recipe: Recipe, v: Verdict) -> str:
             parts.append(f"{v.facts.rows_per_rank} responses per rank, rollout batch "
                          + (f"{rb}" if rb is not None else "all"))
     parts.append("distributed optimizer " + ("on" if lo.distributed_optimizer else "off"))
-    parts.append("recompute " + ("full" if lo.recompute else "none"))
+    if lo.recompute:
+        parts.append(f"recompute full ({lo.recompute_method}, {lo.recompute_num_layers} layer"
+                     f"{'s' if lo.recompute_num_layers > 1 else ''})")
+    else:
+        parts.append("recompute " + (recipe.train.recompute_granularity or "none"))
     return " | ".join(parts)
 
 

@@ -2,9 +2,10 @@
 
 Order of the search (the first valid layout whose peak fits is named):
 
-1. options the training code lacks, fewest first: none, then the
-   distributed optimizer, full recompute, chunked rollouts (RL), then pairs
-   of them, then all three; options the user asked for stay on;
+1. memory options, fewest first: none, then the distributed optimizer,
+   full recompute (the recipe's method and layers where they fit the
+   stage, else uniform over single layers), chunked rollouts (RL), then
+   pairs of them, then all three; options the recipe has stay on;
 2. PP: the recipe's, then 1, 2, 3, ... (divisors of the layers, up to 16):
    pipeline bubbles cost more than TP inside a node;
 3. TP in {1, 2, 4, 8} within a node: the recipe's, then larger ones (less
@@ -101,6 +102,14 @@ def rollout_batches(rows: int | None, chunked: bool, given: Layout) -> list[int 
     return sorted(sizes, reverse=True)
 
 
+def _recompute_for(given: Layout, layers: int) -> tuple[str, int]:
+    """The recompute method and layers of a proposed layout with ``layers``
+    per stage: the given ones when they fit the stage, else uniform over 1."""
+    if given.recompute and given.recompute_num_layers <= layers:
+        return given.recompute_method, given.recompute_num_layers
+    return "uniform", 1
+
+
 def first_fit(recipe: Recipe, given: Layout, cluster: Cluster) -> Verdict | None:
     """The first layout in the search order that is valid and fits, else None."""
     micro = [given.micro_batch] + [d for d in reversed(_divisors(given.micro_batch))
@@ -108,7 +117,8 @@ def first_fit(recipe: Recipe, given: Layout, cluster: Cluster) -> Verdict | None
     for dist, recompute, chunked in feature_order(recipe.stage == "rl", given):
         for pp, tp, mb in itertools.product(pp_order(recipe, given, cluster),
                                             tp_order(given, cluster), micro):
-            base = Layout(tp, pp, mb, dist, recompute)
+            base = Layout(tp, pp, mb, dist, recompute, None,
+                          *_recompute_for(given, recipe.model.num_layers // pp))
             try:
                 facts = check(recipe, base, cluster.world)
             except ConfigError:

@@ -28,10 +28,11 @@ TOOLS = {"pretrain": "tools/pretrain.py", "sft": "tools/sft.py",
 class Layout:
     """One way to place a stage on the cluster.
 
-    ``distributed_optimizer``, ``recompute`` and ``rollout_batch`` are not
-    training flags yet: the planner models them so that it can propose them
-    (Megatron-LM's ``--use-distributed-optimizer``, ``--recompute-granularity
-    full`` and a rollout batch, which a later change adds to the stages)."""
+    ``distributed_optimizer`` and ``recompute`` (full activation
+    recomputation, ``recompute_method`` / ``recompute_num_layers`` as
+    megatron-core reads them) are the training options of the same names;
+    ``rollout_batch`` is modelled by the planner only (a later change adds it
+    to the RL stage)."""
 
     tp: int
     pp: int
@@ -39,18 +40,13 @@ class Layout:
     distributed_optimizer: bool = False
     recompute: bool = False
     rollout_batch: int | None = None    # RL: rows sampled at once per rank (None: all of them)
+    recompute_method: str = "uniform"
+    recompute_num_layers: int = 1
 
     @property
     def planner_only(self) -> tuple[str, ...]:
         """The options this layout uses that the training code does not have yet."""
-        names = []
-        if self.distributed_optimizer:
-            names.append("distributed optimizer")
-        if self.recompute:
-            names.append("full recompute")
-        if self.rollout_batch is not None:
-            names.append("rollout batch")
-        return tuple(names)
+        return ("rollout batch",) if self.rollout_batch is not None else ()
 
     def flags(self) -> list[str]:
         """Command-line flags that select this layout (tool flags, then planner-only ones)."""
@@ -59,7 +55,8 @@ class Layout:
         if self.distributed_optimizer:
             out.append("--use-distributed-optimizer")
         if self.recompute:
-            out += ["--recompute-granularity", "full"]
+            out += ["--recompute-granularity", "full", "--recompute-method", self.recompute_method,
+                    "--recompute-num-layers", str(self.recompute_num_layers)]
         if self.rollout_batch is not None:
             out += ["--rollout-batch", str(self.rollout_batch)]
         return out
@@ -79,10 +76,18 @@ class Recipe:
         return self.extra if self.stage == "rl" else None
 
     def train_for(self, layout: Layout) -> TrainConfig:
-        """The TrainConfig with ``layout``'s TP, PP and micro batch (re-validated)."""
+        """The TrainConfig with ``layout``'s TP, PP, micro batch, optimizer and
+        full recompute (re-validated); selective recompute stays as given."""
+        recompute = dict(recompute_granularity="full", recompute_method=layout.recompute_method,
+                         recompute_num_layers=layout.recompute_num_layers) if layout.recompute else {}
+        if not layout.recompute and self.train.recompute_granularity == "full":
+            recompute = dict(recompute_granularity=None, recompute_method=None,
+                             recompute_num_layers=None)
         return dataclasses.replace(self.train, tensor_model_parallel_size=layout.tp,
                                    pipeline_model_parallel_size=layout.pp,
-                                   micro_batch_size=layout.micro_batch)
+                                   micro_batch_size=layout.micro_batch,
+                                   use_distributed_optimizer=layout.distributed_optimizer,
+                                   **recompute)
 
     @property
     def bf16(self) -> bool:
@@ -151,6 +156,7 @@ def check(recipe: Recipe, layout: Layout, world: int) -> Facts:
     train = recipe.train_for(layout)
     dp = train.data_parallel_size(world)
     recipe.model.check_parallel(layout.tp, layout.pp)
+    train.check_layers(recipe.model.num_layers)
     microbatches = train.num_microbatches(dp)
     vocab = recipe.model.padded_vocab_size(layout.tp)
     rows = None

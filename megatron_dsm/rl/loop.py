@@ -289,20 +289,22 @@ class RLStage(Stage):
                                  f"{self.trainer.iteration}: reference <- policy")
 
     # -- checkpoints --------------------------------------------------------------
-    def _frozen_file(self, directory: Path) -> Path:
-        return Path(directory) / f"rl_frozen_models_rank{self.trainer.rank}.pt"
+    def _frozen(self) -> dict:
+        """The frozen models this stage keeps, by the checkpoint folder they go in."""
+        return {name: m for name, m in (("rl_reference", self.reference), ("rl_initial", self.initial))
+                if m is not None}
 
     def state_dict(self) -> dict:
         return {"rl": {"rl_iteration": self.rl_iteration, "order": self.order.state(),
                        "algorithm": self.cfg.algorithm}}
 
     def write_files(self, directory: Path) -> None:
-        """The frozen reference / initial models and the algorithm's own
-        files (PPO's critic), written before the checkpoint is published."""
-        if self.reference is not None or self.initial is not None:
-            keep = {"reference": self.reference.state_dict() if self.reference else None,
-                    "initial": self.initial.state_dict() if self.initial else None}
-            torch.save(keep, self._frozen_file(directory))
+        """The frozen reference / initial models (dist checkpoints of their
+        own: written once, sharded by TP/PP, loadable at another layout) and
+        the algorithm's own files (PPO's critic), written before the
+        checkpoint is published."""
+        for name, frozen in self._frozen().items():
+            frozen.save(Path(directory) / name)
         self.algorithm.write_files(Path(directory))
 
     def load_state_dict(self, common: dict, directory: Path) -> None:
@@ -315,15 +317,11 @@ class RLStage(Stage):
             return
         self.rl_iteration = int(rl["rl_iteration"])
         self.order.load(rl["order"])
-        f = self._frozen_file(directory)
-        if (self.reference is not None or self.initial is not None) and not f.is_file():
-            # a fresh copy would be a random reference: refuse instead
-            raise FileNotFoundError(f"{f} is missing: the checkpoint has no frozen "
-                                    f"reference/initial model for this rank")
-        if f.is_file():
-            keep = torch.load(f, map_location="cpu", weights_only=True)
-            if self.reference is not None and keep.get("reference"):
-                self.reference.load_state_dict(keep["reference"])
-            if self.initial is not None and keep.get("initial"):
-                self.initial.load_state_dict(keep["initial"])
+        for name, frozen in self._frozen().items():
+            d = Path(directory) / name
+            if not (d / "metadata.json").is_file():
+                # a fresh copy would be a random reference: refuse instead
+                raise FileNotFoundError(f"{d} is missing: the checkpoint has no frozen "
+                                        f"{name[3:]} model")
+            frozen.load(d)
         self.algorithm.load_files(Path(directory))

@@ -12,17 +12,20 @@ The reference model pi_ref of the paper's Algorithm 1 is a frozen copy of
 the policy in the same process.  ``ReferenceModel.reset_to(policy)`` copies
 the policy's weights (done at the start of every RL iteration);
 ``offload=True`` keeps it on the CPU between uses (on a GPU this frees its
-memory for rollouts and training).
+memory for rollouts and training).  ``save``/``load`` write it into a run's
+checkpoint as a dist checkpoint of its own (``checkpoint.save_module``):
+once, sharded by TP/PP, loadable at another layout.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from megatron_dsm import platform
+from megatron_dsm import checkpoint, platform
 from megatron_dsm.models.direct_decode import DirectDecoder, direct_by_default
 from megatron_dsm.models.generation import token_logprobs
 from megatron_dsm.models.gpt import unwrap
@@ -199,12 +202,12 @@ class ReferenceModel:
             if self.offload:
                 self.model.to("cpu")
 
-    def state_dict(self) -> dict:
-        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items() if torch.is_tensor(v)}
+    def save(self, directory: Path) -> None:
+        """pi_ref's weights as a dist checkpoint in ``directory`` (every rank
+        calls; written once, loadable at another TP/PP)."""
+        checkpoint.save_module(self.model, directory)
 
     @torch.no_grad()
-    def load_state_dict(self, state: dict) -> None:
-        dst = self.model.state_dict()
-        for k, v in state.items():
-            if k in dst and torch.is_tensor(dst[k]):
-                dst[k].copy_(v.to(dst[k].device))
+    def load(self, directory: Path) -> None:
+        """pi_ref's weights from ``save``'s ``directory``."""
+        checkpoint.load_module(self.model, directory)

@@ -24,6 +24,20 @@ class TrainConfig:
     tensor_model_parallel_size: int = field(1, help="tensor parallel size (TP)")
     pipeline_model_parallel_size: int = field(1, help="pipeline parallel size (PP)")
     sequence_parallel: bool = field(False, help="sequence parallelism with TP")
+    use_distributed_optimizer: bool = field(
+        False, help="shard the optimizer state (fp32 master weights, Adam moments) over the "
+                    "data-parallel ranks: megatron-core's DistributedOptimizer (gradients are "
+                    "reduce-scattered, updated shards all-gathered)")
+    recompute_granularity: str | None = field(
+        None, choices=("full", "selective"),
+        help="activation recomputation: full (whole layers, see --recompute-method) or "
+             "selective (core attention only)")
+    recompute_method: str | None = field(
+        None, choices=("uniform", "block"),
+        help="full recompute: uniform (every layer, in groups of --recompute-num-layers) or "
+             "block (the first --recompute-num-layers layers of each pipeline stage)")
+    recompute_num_layers: int | None = field(None, min=1, help="full recompute: layers per group "
+                                                                "(uniform) or per stage (block)")
     # batches
     micro_batch_size: int = field(4, help="sequences per micro-batch per data-parallel rank")
     global_batch_size: int = field(16, help="sequences per optimizer step (all ranks)")
@@ -82,6 +96,36 @@ class TrainConfig:
             raise ConfigError("--save-interval must be > 0")
         if self.log_interval <= 0:
             raise ConfigError("--log-interval must be > 0")
+        self._check_recompute()
+
+    def _check_recompute(self) -> None:
+        """megatron-core's TransformerConfig rules for the recompute options,
+        as one line before anything is built."""
+        g, method, n = self.recompute_granularity, self.recompute_method, self.recompute_num_layers
+        if g is None and (method is not None or n is not None):
+            raise ConfigError("--recompute-method and --recompute-num-layers need "
+                              "--recompute-granularity full")
+        if g == "full" and (method is None or n is None):
+            raise ConfigError("--recompute-granularity full needs --recompute-method "
+                              "(uniform or block) and --recompute-num-layers")
+        if g == "selective" and (method is not None or n is not None):
+            raise ConfigError("--recompute-granularity selective takes no --recompute-method "
+                              "or --recompute-num-layers (it recomputes core attention only)")
+
+    def check_layers(self, num_layers: int) -> None:
+        """--recompute-num-layers against the layers of one pipeline stage."""
+        per_stage = num_layers // self.pipeline_model_parallel_size
+        if self.recompute_num_layers is not None and self.recompute_num_layers > per_stage:
+            raise ConfigError(f"--recompute-num-layers {self.recompute_num_layers} exceeds the "
+                              f"{per_stage} layers of a pipeline stage")
+
+    def recompute_kwargs(self) -> dict:
+        """The recompute options as megatron-core TransformerConfig fields."""
+        if self.recompute_granularity is None:
+            return {}
+        return {"recompute_granularity": self.recompute_granularity,
+                "recompute_method": self.recompute_method,
+                "recompute_num_layers": self.recompute_num_layers}
 
     def data_parallel_size(self, world_size: int) -> int:
         mp = self.tensor_model_parallel_size * self.pipeline_model_parallel_size

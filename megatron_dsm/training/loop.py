@@ -63,6 +63,7 @@ class Trainer:
         # Every layout error is one line before any process group exists.
         self.dp = train.data_parallel_size(world)
         model_cfg.check_parallel(tp, pp)
+        train.check_layers(model_cfg.num_layers)
         self.num_microbatches = train.num_microbatches(self.dp)
         if train.load:
             checkpoint.find_checkpoint(train.load)
@@ -72,12 +73,14 @@ class Trainer:
         self.ps = ps
         self.bf16 = train.bf16 if train.bf16 is not None else platform.cuda_available()
         self.tconfig = transformer_config(model_cfg, tp=tp, pp=pp, bf16=self.bf16,
-                                          sequence_parallel=train.sequence_parallel)
+                                          sequence_parallel=train.sequence_parallel,
+                                          **train.recompute_kwargs())
         builder = model_builder or (lambda cfg, tc: build_model(cfg, tc, use_te=train.use_te))
         model = builder(model_cfg, self.tconfig)
         if train.layout_independent_init:
             layout_independent_init(model, train.seed, model_cfg.init_method_std, model_cfg.num_layers)
-        self.model = wrap_ddp(model, self.tconfig) if trainable else model
+        self.model = (wrap_ddp(model, self.tconfig, distributed_optimizer=train.use_distributed_optimizer)
+                      if trainable else model)
         self.optimizer = build_optimizer(self.model, train, self.tconfig, bf16=self.bf16) if trainable else None
         self.scheduler = None
         if self.optimizer is not None:

@@ -15,12 +15,14 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron_dsm.training.arguments import TrainConfig
 
 
-def wrap_ddp(model, tconfig):
+def wrap_ddp(model, tconfig, *, distributed_optimizer: bool = False):
     """megatron-core DDP around ``model``; gradients are reduced in fp32 and
-    finalised by megatron-core's ``finalize_model_grads``."""
+    finalised by megatron-core's ``finalize_model_grads``.  With
+    ``distributed_optimizer`` the gradient buffer is laid out in DP shards
+    and reduce-scattered (the layout ``DistributedOptimizer`` needs)."""
     ddp_cfg = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True, overlap_grad_reduce=False,
-        use_distributed_optimizer=False, check_for_nan_in_grad=False,
+        use_distributed_optimizer=distributed_optimizer, check_for_nan_in_grad=False,
         average_in_collective=False)
     ddp = DistributedDataParallel(config=tconfig, ddp_config=ddp_cfg, module=model)
     tconfig.finalize_model_grads_func = finalize_model_grads
@@ -28,12 +30,15 @@ def wrap_ddp(model, tconfig):
 
 
 def build_optimizer(model, train: TrainConfig, tconfig, *, bf16: bool):
-    """megatron-core's Adam(W) over the DDP-wrapped ``model``."""
+    """megatron-core's Adam(W) over the DDP-wrapped ``model``; its
+    ``DistributedOptimizer`` (state sharded over DP) with
+    ``--use-distributed-optimizer`` (``model`` must be wrapped for it:
+    ``wrap_ddp(distributed_optimizer=True)``)."""
     ocfg = OptimizerConfig(
         optimizer="adam", lr=train.lr, min_lr=train.min_lr, weight_decay=train.weight_decay,
         adam_beta1=train.adam_beta1, adam_beta2=train.adam_beta2, adam_eps=train.adam_eps,
         clip_grad=train.clip_grad, bf16=bf16, params_dtype=tconfig.params_dtype,
-        use_distributed_optimizer=False)
+        use_distributed_optimizer=train.use_distributed_optimizer)
     opt = get_megatron_optimizer(ocfg, [model])
     if train.cpu_fused_adam:
         use_fused_cpu_adam(opt)

@@ -119,3 +119,43 @@ def test_megatron_backend_bad_input_is_one_line(trained, tmp_path, shared_data):
               "--output", tmp_path / "x.jsonl"])
     assert p.returncode == 2
     assert p.stderr.strip().splitlines()[-1].startswith("evaluate: --checkpoint")
+
+
+def test_megatron_backend_batch_equals_rows_alone_under_te_like_attention(trained, shared_data):
+    """The evaluation back end with an attention that ignores boolean masks
+    as transformer-engine does (tests/models/te_like.py): a batch of GSM8K
+    prompts of different token lengths gives each prompt the completion it
+    gets alone, so an evaluation batch samples from the model that was trained."""
+    sys.path.insert(0, str(REPO / "tests" / "models"))
+    from te_like import use_te_like_attention
+
+    from megatron.core import parallel_state
+
+    from megatron_dsm import platform
+    from megatron_dsm.eval.megatron_backend import MegatronGenerator
+    from megatron_dsm.models.generation import SamplingParams, generate
+
+    ckpt, tok = trained
+    started = not parallel_state.model_parallel_is_initialized()
+    gen = MegatronGenerator(str(ckpt), str(tok), verbose=False)
+    try:
+        use_te_like_attention(gen.model)
+        rows = [json.loads(line) for line in
+                (shared_data / "benchmarks" / "gsm8k" / "test.jsonl").read_text().splitlines()[:6]]
+        prompts = [f"Question: {r['question'][:60 + 25 * i]}\nAnswer:" for i, r in enumerate(rows)]
+        assert len({len(gen.encode(p)) for p in prompts}) == len(prompts)
+        batch = gen.generate(prompts, max_new_tokens=10)
+        for p, b in zip(prompts, batch):
+            assert gen.generate([p], max_new_tokens=10) == [b]
+        assert any(b[0].strip() for b in batch)
+        # the tokens and log-probs behind those texts (the back end's generate call)
+        ids = [gen.encode(p) for p in prompts]
+        kw = dict(pad_id=gen.pad_id, vocab_size=gen.vocab_size)
+        out = generate(gen.model, ids, SamplingParams(max_new_tokens=10), **kw)
+        for i, p in enumerate(ids):
+            alone = generate(gen.model, [p], SamplingParams(max_new_tokens=10), **kw)
+            assert alone.completions[0] == out.completions[i]
+            assert max(abs(a - b) for a, b in zip(alone.logprobs[0], out.logprobs[i])) < 1e-5
+    finally:
+        if started:
+            platform.destroy_distributed()

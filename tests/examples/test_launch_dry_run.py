@@ -45,7 +45,13 @@ def test_grpo_script_tp_from_the_environment_wins(tmp_path):
                         TP="2")
     assert layout == "TP=2 PP=1 DP=16"
     assert "--tensor-model-parallel-size 2" in launch_line(p)
-    # TP=2 holds a whole 7B Adam state per 2 GPUs: the planner says so and names a layout
+    # the recipe shards the Adam state over DP=16: TP=2 fits
+    assert p.returncode == 0 and p.stdout.splitlines()[-1] == "plan: fits (TP=2 PP=1 DP=16)"
+    # without the distributed optimizer TP=2 holds a whole 7B Adam state per 2 GPUs: the
+    # planner says so and names a layout (extra arguments pass through the script)
+    p, layout = dry_run(["bash", "examples/grpo_dsm.sh", "--use-distributed-optimizer", "false"],
+                        tmp_path, CONFIG=RL, NPROC="8", NNODES="4", TP="2")
+    assert layout == "TP=2 PP=1 DP=16" and "--use-distributed-optimizer false" in launch_line(p)
     assert p.returncode == 1 and "first layout that fits" in p.stdout.splitlines()[-1]
 
 

@@ -12,6 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from gen_worker import PROMPTS, VOCAB, tiny_model  # noqa: E402
+from te_like import use_te_like_attention  # noqa: E402
 
 from megatron_dsm import platform  # noqa: E402
 from megatron_dsm.models import generation as G  # noqa: E402
@@ -49,6 +50,68 @@ def test_padding_does_not_change_a_row(model):
     for i, p in enumerate(PROMPTS):
         alone = G.generate(model, [p], greedy(), vocab_size=VOCAB)
         assert alone.completions[0] == batch.completions[i]
+
+
+# eight prompts, lengths 1 to 7 with repeats: rows of one length form a group
+MIXED = [[5, 6, 7, 8, 9, 10], [11, 12], [3, 249, 17], [42], [20, 21, 22, 23, 24, 25],
+         [30, 31], [40, 41, 42, 43, 44, 45, 46], [7, 8, 9]]
+
+
+@pytest.fixture(scope="module")
+def te_model(model):
+    """The same weights with transformer-engine's handling of masks."""
+    m = tiny_model(1)
+    use_te_like_attention(m)
+    return m
+
+
+def test_te_like_attention_ignores_masks_as_transformer_engine(model, te_model):
+    """Unpadded: the TE-like attention is the local one (same logits).
+    Left-padded with a padding mask: the local spec honours the mask, the
+    TE-like one (mask type causal) attends the pads, as TE would."""
+    toks = torch.tensor([MIXED[0], MIXED[4]])
+    pos = torch.arange(6)[None].expand(2, -1)
+    with torch.no_grad():
+        assert (te_model(toks, pos, None) - model(toks, pos, None)).abs().max() < 1e-5
+        padded, real = G.left_pad(MIXED[:2], 0, platform.device())
+        pos = torch.arange(padded.size(1))[None].expand(2, -1)
+        mask = G.attention_mask(real, padded.size(1))
+        local, te = model(padded, pos, mask), te_model(padded, pos, mask)
+    assert (local - te)[0].abs().max() < 1e-5            # no pads in row 0: the same
+    assert (local - te)[1][real[1]].abs().max() > 1e-2    # row 1 attends its 4 pads under TE
+
+
+def test_mixed_lengths_batch_of_8_equals_rows_alone_under_te_like_attention(te_model):
+    """Each row of a batch of 8 prompts of mixed lengths gets the tokens (and
+    log-probs) it gets alone, with an attention that ignores boolean masks
+    as transformer-engine does; megatron-core asked it for causal at the
+    prefill and no_mask at decode."""
+    swapped = [layer.self_attention.core_attention for layer in te_model.decoder.layers]
+    for core in swapped:
+        core.calls.clear()
+    batch = G.generate(te_model, MIXED, greedy(12), vocab_size=VOCAB)
+    assert set(swapped[0].calls) == {"causal", "no_mask"}
+    assert len({len(p) for p in MIXED}) < len(MIXED) < 9
+    for i, p in enumerate(MIXED):
+        alone = G.generate(te_model, [p], greedy(12), vocab_size=VOCAB)
+        assert alone.completions[0] == batch.completions[i], i
+        assert max(abs(a - b) for a, b in zip(alone.logprobs[0], batch.logprobs[i])) < 1e-5
+
+
+def test_left_padded_logprobs_under_te_like_attention(te_model):
+    """token_logprobs of a left-padded batch: each row's as computed alone
+    (the batch is moved to the right, where causal attention needs no mask)."""
+    seqs = [p + [20, 21] for p in MIXED[:4]]
+    toks, real = G.left_pad(seqs, 0, platform.device())
+    with torch.no_grad():
+        lp = G.token_logprobs(te_model, toks, real=real, vocab_size=VOCAB)
+        for i, sq in enumerate(seqs):
+            alone = G.token_logprobs(te_model, torch.tensor([sq]), vocab_size=VOCAB)[0]
+            assert (lp[i, -len(alone):] - alone).abs().max() < 1e-5, i
+            assert not lp[i, :toks.size(1) - len(sq)].any()     # context of pads only: 0
+    with pytest.raises(G.GenerationError, match="row 1 of the real-token mask has a pad between"):
+        G.token_logprobs(te_model, toks, real=torch.tensor([[True] * 8, [True, False] * 4,
+                                                            [True] * 8, [True] * 8]))
 
 
 def test_right_and_left_padded_batches(model):
@@ -112,35 +175,45 @@ def test_g_samples_differ_and_are_reproducible(model):
 def _plain_generate(model, prompts, params, *, pad_id=0, vocab_size=None, decode=None):
     """The sampler written as the plainest KV-cached loop (the shape generate()
     had before its per-step bookkeeping was moved into preallocated buffers):
-    concatenate a column per step and rebuild the mask and positions from
-    scratch.  generate() must sample exactly these tokens."""
-    from megatron.core.inference.contexts import StaticInferenceContext
+    the rows of each prompt length with a static context of their own, no
+    padding and no mask; each step concatenates a column per row and draws
+    once over the whole batch.  generate() must sample exactly these tokens."""
+    from megatron_dsm.models.mcore_inference import StaticKVCache
 
     rows = [list(p) for p in prompts for _ in range(params.n)]
-    tokens, real = G.left_pad(rows, pad_id, platform.device())
-    b, s0 = tokens.shape
+    b = len(rows)
+    groups = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(len(r), []).append(i)
+    ctxs = {n: StaticKVCache(model, len(idx), n + params.max_new_tokens, torch.float32).context
+            for n, idx in groups.items()}
+    seqs = [torch.tensor(r) for r in rows]
     gen = torch.Generator().manual_seed(params.seed) if params.temperature > 0 else None
     stop_ids = torch.tensor(sorted(set(params.stop_ids)) or [-1])
-    ctx = StaticInferenceContext(max_batch_size=b, max_sequence_length=s0 + params.max_new_tokens)
-    G._allocate_kv_cache(model, ctx, b, s0 + params.max_new_tokens, torch.float32)
     out_tok = torch.empty(b, 0, dtype=torch.long)
     out_lp = torch.empty(b, 0)
     done = torch.zeros(b, dtype=torch.bool)
+    n_real = [0] * b
     model.eval()
     for step in range(params.max_new_tokens):
-        if step > 0:
-            inp, mask = tokens[:, -1:], G.attention_mask(real, 1)
-            ctx.enable_decode_mode()
-        else:
-            inp, mask = tokens, G.attention_mask(real, tokens.size(1))
-        pos = torch.arange(tokens.size(1) - inp.size(1), tokens.size(1))[None].expand(b, -1)
-        logits = model(inp, pos, mask, inference_context=ctx, runtime_gather_output=True)
-        ctx.sequence_len_offset += inp.size(1)
-        logits = G._mask_vocab_(logits[:, -1, :], vocab_size)
+        logits = None
+        for n, idx in groups.items():
+            toks, ctx = torch.stack([seqs[i] for i in idx]), ctxs[n]
+            if step > 0:
+                inp = toks[:, -1:]
+                ctx.enable_decode_mode()
+            else:
+                inp = toks
+            pos = torch.arange(toks.size(1) - inp.size(1), toks.size(1))[None].expand(len(idx), -1)
+            part = model(inp, pos, None, inference_context=ctx, runtime_gather_output=True)[:, -1, :]
+            ctx.sequence_len_offset += inp.size(1)
+            logits = part.new_empty(b, part.size(-1)) if logits is None else logits
+            logits[idx] = part
+        logits = G._mask_vocab_(logits, vocab_size)
         nxt, lp = G.sample_next(logits, params.temperature, params.top_p, gen)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-        tokens = torch.cat([tokens, nxt[:, None]], 1)
-        real = torch.cat([real, ~done[:, None]], 1)
+        seqs = [torch.cat([s, nxt[i:i + 1]]) for i, s in enumerate(seqs)]
+        n_real = [k + (not d) for k, d in zip(n_real, done.tolist())]
         out_tok = torch.cat([out_tok, nxt[:, None]], 1)
         out_lp = torch.cat([out_lp, lp[:, None]], 1)
         hit = ~done & torch.isin(nxt, stop_ids)
@@ -150,7 +223,6 @@ def _plain_generate(model, prompts, params, *, pad_id=0, vocab_size=None, decode
         done |= hit
         if bool(done.all()):
             break
-    n_real = real[:, s0:].sum(1).tolist()
     return ([out_tok[i, :n].tolist() for i, n in enumerate(n_real)],
             [out_lp[i, :n].tolist() for i, n in enumerate(n_real)])
 
@@ -160,13 +232,13 @@ def _plain_generate(model, prompts, params, *, pad_id=0, vocab_size=None, decode
     dict(temperature=0.7, n=2, seed=9, stop_ids=(17, 31, 40, 77)),
     dict(temperature=1.0, n=4, seed=5, stop_strings=("<1", "<7")),
     dict(temperature=0.0, stop_ids="3rd greedy token of row 0"),
-    # one prompt, no left padding: no decode mask until the first row ends
+    # one prompt: one group of rows, nothing to gather
     dict(prompts=1, temperature=1.0, n=6, seed=2, stop_strings=("<1",)),
 ])
 def test_sampled_tokens_equal_the_plain_loop(model, kw):
     """Same seed -> the very same tokens and log-probs (bit for bit) as the
-    plain concatenating loop, with left padding, rows stopping at different
-    steps (stop ids and stop strings), top-p and temperature."""
+    plain concatenating loop, with prompts of several lengths, rows stopping
+    at different steps (stop ids and stop strings), top-p and temperature."""
     decode = lambda ids: "".join(f"<{i}>" for i in ids)  # noqa: E731
     if isinstance(kw.get("stop_ids"), str):
         kw = dict(kw, stop_ids=(G.generate(model, PROMPTS, greedy(3), vocab_size=VOCAB).completions[0][2],))
@@ -202,7 +274,11 @@ def test_token_logprobs_match_log_softmax_and_sampler(model):
         logits = model(toks, torch.arange(toks.size(1))[None].expand(len(seqs), -1),
                        G.attention_mask(real, toks.size(1)))
     ref = torch.log_softmax(logits[:, :-1, :VOCAB].float() / T, -1).gather(-1, toks[:, 1:, None]).squeeze(-1)
-    assert (lp - ref)[real[:, 1:]].abs().max() < 1e-5
+    # where the context holds a real token (a row's first real token follows
+    # only pads: its log-prob is undefined, and token_logprobs gives 0)
+    ctx = real[:, 1:] & real[:, :-1]
+    assert (lp - ref)[ctx].abs().max() < 1e-5
+    assert not lp[real[:, 1:] & ~real[:, :-1]].any()
     for i, c in enumerate(out.completions):   # the sampler's own log-probs agree
         got = lp[i, -len(c):]
         assert torch.allclose(got, torch.tensor(out.logprobs[i]), atol=1e-4)

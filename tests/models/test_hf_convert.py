@@ -12,6 +12,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("hf_logits_worker.py")
+SPEC_WORKER = Path(__file__).with_name("spec_portability_worker.py")
 TOOL = REPO / "tools" / "convert_hf.py"
 PY = sys.executable
 
@@ -245,3 +246,44 @@ def test_wrong_process_count_is_one_line(hf_dir, tmp_path, capsys, monkeypatch):
     rc, err = _cli(["import", "--hf-dir", hf_dir, "--save", tmp_path / "o",
                     "--tensor-model-parallel-size", "2"], capsys)
     assert rc == 2 and len(err) == 1 and "torchrun --nproc-per-node 2" in err[0], err
+
+
+def test_hf_import_loads_into_a_te_spec_model_and_back(hf_dir, tmp_path):
+    """An HF import (local spec: no extra state for the final norm) loads into
+    a model whose modules declare _extra_state as transformer-engine's do,
+    which keep their own; that model's checkpoint (with extra state) loads
+    into the local spec and into itself, and exports to the same HF tensors."""
+    out = tmp_path / "res.pt"
+    _run([SPEC_WORKER, hf_dir, tmp_path, out])
+    r = torch.load(out, weights_only=False)
+    assert {"decoder.final_layernorm._extra_state",
+            "decoder.layers.0.self_attention.linear_qkv._extra_state"} <= set(r["te_keys"])
+    ref = hf_logits(hf_dir, r["tokens"])
+    assert (r["te_logits"] - ref).abs().max().item() <= 1e-4
+    assert torch.equal(r["local_logits"], r["te_logits"])
+    empty = torch.empty(0, dtype=torch.uint8)
+    assert torch.equal(r["te_extra_state"], empty) and torch.equal(r["te2_extra_state"], empty)
+    back, orig = read_tensors(tmp_path / "hf_back"), read_tensors(hf_dir)
+    assert sorted(back) == sorted(orig)
+    assert all(torch.equal(back[k], orig[k]) for k in orig)
+
+
+def test_checkpoint_lacking_a_weight_is_one_error(tmp_path):
+    """Only extra state may be absent: a missing weight is one clear line."""
+    p = _run(["-c", f"""
+import sys; sys.path.insert(0, {str(REPO)!r})
+from megatron_dsm import checkpoint, platform
+from megatron_dsm.models.config import ModelConfig
+from megatron_dsm.models.gpt import build_model, transformer_config
+if __name__ == "__main__":
+    platform.initialize_distributed(1, 1)
+    tied = ModelConfig(vocab_size=64, untie_embeddings_and_output_weights=False)
+    checkpoint.save_checkpoint({str(tmp_path)!r}, 0, build_model(tied, transformer_config(tied)), None, {{}})
+    cfg = ModelConfig(vocab_size=64)
+    try:
+        checkpoint.load_checkpoint({str(tmp_path)!r}, build_model(cfg, transformer_config(cfg)), None, finetune=True)
+    except checkpoint.CheckpointError as e:
+        print("error:", e)
+"""])
+    assert p.stdout.strip().splitlines()[-1] == (
+        f"error: {tmp_path}/iter_0000000: the checkpoint has no output_layer.weight")

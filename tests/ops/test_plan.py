@@ -126,13 +126,36 @@ def test_search_order():
     assert found.layout == Layout(4, 1, 4, rollout_batch=128) and found.fits
 
 
-def test_planner_only_options_are_modelled():
-    text, code = cli.plan(["--config", BASE, "--nodes", "4", "--use-distributed-optimizer",
-                           "--recompute-granularity", "full"])
+def test_planner_reads_the_training_options():
+    """The distributed optimizer and recompute are the stage tool's own
+    flags (and YAML keys): the planner models what the run would do."""
+    text, code = cli.plan(["--config", BASE, "--nodes", "4", "--recompute-granularity", "full",
+                           "--recompute-method", "uniform", "--recompute-num-layers", "1"])
     assert code == 0
-    assert "optimizer (fp32 master + Adam m, v, sharded over DP=8)" in text
+    assert "optimizer (fp32 master + Adam m, v, sharded over DP=8)" in text   # the YAML's
     assert "full recompute: layer inputs + 1 layer" in text
-    assert "distributed optimizer, full recompute: modelled by the planner" in text
+    assert "modelled by the planner" not in text
+    off = cli.plan(["--config", BASE, "--nodes", "4", "--use-distributed-optimizer", "false"])[0]
+    assert "distributed optimizer off" in off and "sharded over DP" not in off
+    assert "distributed optimizer on" in text
+
+
+def test_recompute_methods_by_hand():
+    recipe = load_recipe("pretrain", ["--config", BASE])
+    s, layers = 4096, 30
+    full = memory.layer_activation_bytes(recipe.model, recipe, 4, s, seq=s)
+    inp = memory.recompute_bytes(recipe.model, recipe, 4, s)
+    lo = Layout(4, 1, 1, recompute=True, recompute_method="uniform", recompute_num_layers=3)
+    assert memory.activation_bytes(recipe, lo, 2) == 2 * 10 * inp + 3 * full
+    lo = Layout(4, 1, 1, recompute=True, recompute_method="block", recompute_num_layers=20)
+    assert memory.activation_bytes(recipe, lo, 1) == 20 * inp + 10 * full + full
+    assert memory.activation_bytes(recipe, Layout(4, 1, 1), 1) == layers * full
+    # the stage's own rule: no more recomputed layers than a stage holds
+    with pytest.raises(ConfigError, match="exceeds the 15 layers of a pipeline stage"):
+        check(recipe, Layout(4, 2, 1, recompute=True, recompute_method="block",
+                             recompute_num_layers=20), 64)
+    assert Layout(4, 1, 1, True, True, None, "block", 20).flags()[-6:] == [
+        "--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", "20"]
 
 
 def test_bad_input_is_one_error_line(tmp_path, capsys):

@@ -14,17 +14,18 @@ RECIPES = ("deepseekmath_base_7b.yaml", "deepseekmath_instruct_7b.yaml", "deepse
 # What each run must give: None when the recipe fits as it is, else the
 # layout named (its flags).  Hand-checked: RL at 1 node has 512 responses
 # per rank (KV cache 120 GiB at TP=4); at 16 nodes DP=32 does not divide the
-# 16 questions per step, TP=8 gives DP=16.
+# 16 questions per step, TP=8 gives DP=16.  The recipes shard the optimizer
+# over DP (use_distributed_optimizer), so the named layouts keep it.
 EXPECTED = {
     ("deepseekmath_base_7b.yaml", 1): None, ("deepseekmath_base_7b.yaml", 4): None,
     ("deepseekmath_base_7b.yaml", 16): None,
     ("deepseekmath_instruct_7b.yaml", 1): None, ("deepseekmath_instruct_7b.yaml", 4): None,
     ("deepseekmath_instruct_7b.yaml", 16): None,
     ("deepseekmath_rl_7b.yaml", 1): "--tensor-model-parallel-size 4 --pipeline-model-parallel-size 1 "
-                                    "--micro-batch-size 4 --rollout-batch 128",
+                                    "--micro-batch-size 4 --use-distributed-optimizer --rollout-batch 128",
     ("deepseekmath_rl_7b.yaml", 4): None,
     ("deepseekmath_rl_7b.yaml", 16): "--tensor-model-parallel-size 8 --pipeline-model-parallel-size 1 "
-                                     "--micro-batch-size 4",
+                                     "--micro-batch-size 4 --use-distributed-optimizer",
 }
 
 
@@ -38,6 +39,7 @@ def test_recipe_plan(recipe, nodes):
     argv = ["--config", str(CONFIGS / recipe)] + _cluster(nodes)
     text, code = cli.plan(argv)
     assert "memory per GPU (GiB)" in text and "\n  total " in text
+    assert "distributed optimizer on" in text and "sharded over DP=" in text
     if recipe.startswith("deepseekmath_rl"):
         assert re.search(r"KV cache \(\d+ rows x 2048 tokens\)", text)
     named = EXPECTED[(recipe, nodes)]

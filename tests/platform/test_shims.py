@@ -21,6 +21,10 @@ def test_every_shim_is_installed(dist):
         assert shim.covers and shim.why
     for module, attr, repl in platform.FUNCTION_SHIMS:
         assert getattr(importlib.import_module(module), attr) is getattr(platform, repl)
+    for module, cls, attr, factory in platform.METHOD_SHIMS:
+        fn = getattr(getattr(importlib.import_module(module), cls), attr)
+        assert getattr(fn, "__wrapped__", None) is not None, (cls, attr)
+        assert getattr(platform, factory).__doc__.count(f"{cls}.{attr}") == 1
 
 
 def test_not_installable_when_cuda_present(monkeypatch):
@@ -184,3 +188,109 @@ def test_schedule_ddp_optimizer_and_checkpoint_run_on_cpu(dist, tmp_path):
     for k, v in model.module.state_dict().items():
         if torch.is_tensor(v) and k in before:
             assert torch.equal(v, before[k]), k
+
+
+def test_cuda_type_names_only_inside_the_context():
+    t = torch.zeros(2)
+    assert t.type() == "torch.FloatTensor"
+    with platform._cuda_type_names():
+        assert t.type() == "torch.cuda.FloatTensor"
+        assert t.bfloat16().type() == "torch.cuda.BFloat16Tensor"
+        assert t.long().type() == "torch.LongTensor"          # not a float type: real name
+        assert t.type(torch.float64).dtype == torch.float64   # a conversion is the real one
+    assert t.type() == "torch.FloatTensor"
+
+
+def _distributed_optimizer(seed: int):
+    """A tiny GPTModel in megatron-core DDP laid out for, and optimized by,
+    megatron-core's DistributedOptimizer."""
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
+    from megatron_dsm.models.config import ModelConfig
+    from megatron_dsm.models.gpt import build_model, layout_independent_init, transformer_config
+    from megatron_dsm.training.optimizer import wrap_ddp
+
+    cfg = ModelConfig(num_layers=2, hidden_size=32, num_attention_heads=4, ffn_hidden_size=64,
+                      vocab_size=64, seq_length=8)
+    tc = transformer_config(cfg)
+    module = build_model(cfg, tc)
+    layout_independent_init(module, seed, 0.05, cfg.num_layers)
+    model = wrap_ddp(module, tc, distributed_optimizer=True)
+    opt = get_megatron_optimizer(OptimizerConfig(optimizer="adam", lr=1e-2, clip_grad=1.0,
+                                                 use_distributed_optimizer=True), [model])
+    return model, opt
+
+
+def _train_steps(model, opt, n: int) -> list[float]:
+    import functools
+
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from megatron_dsm.training.pretrain import lm_loss_func
+
+    tokens = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(1))
+    pos = torch.arange(8).expand(2, 8)
+
+    def step(it, m):
+        next(it)
+        return m(tokens, pos, None, labels=tokens), functools.partial(lm_loss_func, torch.ones(2, 8))
+
+    losses = []
+    for _ in range(n):
+        model.zero_grad_buffer()
+        opt.zero_grad()
+        r = get_forward_backward_func()(forward_step_func=step, data_iterator=iter(range(1)),
+                                        model=[model], num_microbatches=1, seq_length=8,
+                                        micro_batch_size=2)
+        assert opt.step()[0]
+        losses.append(float(r[0]["lm loss"]))
+    return losses
+
+
+def test_distributed_optimizer_builds_checkpoints_and_resumes_on_cpu(dist, tmp_path):
+    """The four DistributedOptimizer shims together: it builds over CPU
+    parameters (type names), a fresh one loads a checkpoint (state before the
+    first step, the 'step' key of the fully reshardable layout) and the
+    resumed steps are bit for bit the uninterrupted ones (one step tensor per
+    parameter)."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    from megatron_dsm import checkpoint
+    from megatron_dsm.models.gpt import unwrap
+
+    model, opt = _distributed_optimizer(seed=4)
+    assert isinstance(opt.chained_optimizers[0], DistributedOptimizer)
+    _train_steps(model, opt, 2)
+    checkpoint.save_checkpoint(str(tmp_path), 2, unwrap(model), opt, {"iteration": 2})
+    straight = _train_steps(model, opt, 3)
+
+    model2, opt2 = _distributed_optimizer(seed=5)          # other weights, no optimizer state
+    checkpoint.load_checkpoint(str(tmp_path), unwrap(model2), opt2)
+    inner = opt2.chained_optimizers[0].optimizer
+    steps = [s["step"] for s in inner.state.values()]
+    assert len({id(s) for s in steps}) == len(steps) and all(float(s) == 2 for s in steps)
+    assert _train_steps(model2, opt2, 3) == straight
+    for a, b in zip(unwrap(model).parameters(), unwrap(model2).parameters()):
+        assert torch.equal(a, b)
+
+
+def test_distributed_optimizer_originals_fail_on_cpu(dist):
+    """What each shim covers, seen through megatron-core's own functions."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer as D
+
+    shimmed = {attr for module, cls, attr, _ in platform.METHOD_SHIMS if cls == "DistributedOptimizer"}
+    assert shimmed == {"_build_model_and_main_param_groups", "state_dict",
+                       "_set_main_param_and_optimizer_states", "load_state_dict"}
+    build = D.__dict__["_build_model_and_main_param_groups"].__func__.__wrapped__
+    model, opt = _distributed_optimizer(seed=4)
+    d = opt.chained_optimizers[0]
+    with pytest.raises(TypeError, match="torch.cuda.FloatTensor"):
+        build(D, d.gbuf_ranges, d.model_param_gbuf_map, d.opt_group_ranges, d.config)
+    d.optimizer.state.clear()       # a fresh optimizer: no per-parameter state before step 1
+    with pytest.raises((AssertionError, KeyError)):
+        D.state_dict.__wrapped__(d)
+    # the wrapper creates the state torch's first step would (step 0, zero moments)
+    sd = d.state_dict()
+    assert all(g["step"] == 0 for g in sd["optimizer"]["param_groups"])
+    for state in d.optimizer.state.values():
+        assert float(state["step"]) == 0 and not state["exp_avg"].any() and not state["exp_avg_sq"].any()

@@ -117,8 +117,8 @@ def scenario_resume(work: Path) -> dict:
     # given a freshly initialised (random) reference.
     broken = work / "broken"
     shutil.copytree(save, broken)
-    for f in broken.glob("iter_*/rl_frozen_models_rank*.pt"):
-        f.unlink()
+    for d in broken.glob("iter_*/rl_reference"):
+        shutil.rmtree(d)
     trainer, loop = make(["--train-iters", "4", "--rl-iteration-steps", "2", "--beta", "0.04",
                           "--load", str(broken)])
     try:

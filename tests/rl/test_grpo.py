@@ -76,8 +76,9 @@ def test_resume_restores_rl_iteration_data_position_and_reference(run_resume):
     assert res["ref_checksum"] == pytest.approx(run["ref_checksum"], rel=0, abs=0)
     assert res["policy_checksum"] == pytest.approx(run["policy_checksum"], rel=1e-12)
     # the frozen reference is written into the checkpoint before it is published
-    assert "rl_frozen_models_rank0.pt" in res["published_files"]
-    assert "rl_frozen_models_rank0.pt is missing" in res["missing_reference_error"]
+    assert "rl_reference" in res["published_files"]
+    assert res["missing_reference_error"].endswith(
+        "rl_reference is missing: the checkpoint has no frozen reference model")
 
 
 def test_zero_spread_groups_give_no_policy_gradient(tmp_path):
@@ -133,3 +134,35 @@ def test_bad_option_is_one_error_line(tmp_path):
     assert p.returncode == 2
     err = [l for l in p.stderr.splitlines() if l.startswith("error:")]
     assert err == ["error: global batch size 8 must equal B x G = 4 x 4 = 16 (responses per step)"]
+
+
+@pytest.mark.multiproc
+def test_reference_saved_at_tp2_loads_at_tp1(tmp_path):
+    """The frozen reference is one dist checkpoint: saved at TP=2 it loads
+    at TP=1 and gives the same log-probs; saved at DP=2 it is written once
+    (about one copy of the weights, not one per replica)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    worker = str(REPO / "tests" / "rl" / "reference_worker.py")
+    for cmd in ([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                 "--master-addr", "127.0.0.1", "--master-port", str(port), worker, "save"],
+                [sys.executable, worker, "load"]):
+        p = subprocess.run(cmd + [str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=600, start_new_session=True)
+        assert p.returncode == 0, p.stderr[-4000:]
+    import torch
+
+    got = torch.load(tmp_path / "load.pt")
+    for name in ("tp2", "dp2"):
+        saved = torch.load(tmp_path / f"{name}.pt")
+        assert (got[name] - saved).abs().max().item() <= 1e-5, name
+        assert (got[f"{name}_before"] - saved).abs().max().item() > 0.1     # the load did it
+        assert not (tmp_path / name / "rank_1.pt").exists()
+    written = sum(f.stat().st_size for f in (tmp_path / "dp2").glob("*.distcp"))
+    assert got["param_bytes"] <= written < 1.3 * got["param_bytes"]

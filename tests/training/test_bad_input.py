@@ -76,3 +76,37 @@ def test_gpu_only_settings_on_cpu(corpus, flag, words):
     # rejects CPU tensors; the TE spec cannot import)
     p = run_pretrain(common_args(corpus, **{"--train-iters": "2", flag: "true"}), check=False, timeout=60)
     assert words in _err(p)
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(recompute_granularity="full"), "--recompute-granularity full needs --recompute-method"),
+    (dict(recompute_granularity="full", recompute_method="block"), "needs --recompute-method"),
+    (dict(recompute_method="uniform", recompute_num_layers=1), "need --recompute-granularity full"),
+    (dict(recompute_granularity="selective", recompute_num_layers=2), "selective takes no"),
+    (dict(recompute_granularity="fast"), "recompute_granularity"),
+])
+def test_recompute_options_checked_before_anything_runs(kw, words):
+    from megatron_dsm.config import ConfigError
+    from megatron_dsm.training.arguments import TrainConfig
+
+    with pytest.raises(ConfigError, match=words):
+        TrainConfig(**kw)
+
+
+def test_recompute_layers_beyond_a_pipeline_stage(corpus):
+    p = run_pretrain(common_args(corpus, **{"--train-iters": "2", "--recompute-granularity": "full",
+                                            "--recompute-method": "block",
+                                            "--recompute-num-layers": "5"}),
+                     check=False, timeout=60)
+    assert "--recompute-num-layers 5 exceeds the 4 layers of a pipeline stage" in _err(p)
+
+
+def test_recompute_options_reach_transformer_config():
+    from megatron_dsm.models.config import ModelConfig
+    from megatron_dsm.models.gpt import transformer_config
+    from megatron_dsm.training.arguments import TrainConfig
+
+    t = TrainConfig(recompute_granularity="full", recompute_method="block", recompute_num_layers=2)
+    tc = transformer_config(ModelConfig(vocab_size=64), **t.recompute_kwargs())
+    assert (tc.recompute_granularity, tc.recompute_method, tc.recompute_num_layers) == ("full", "block", 2)
+    assert TrainConfig().recompute_kwargs() == {}

@@ -31,6 +31,25 @@ def test_resume_is_bitwise(full_run, corpus, tmp_path):
         assert second[it]["consumed samples"] == first[it]["consumed samples"]
 
 
+@pytest.mark.multiproc
+def test_resume_is_bitwise_with_the_distributed_optimizer(corpus, tmp_path):
+    """DP=2, megatron-core's DistributedOptimizer: each rank saves and
+    restores its shard of the fp32 state (fully reshardable layout)."""
+    args = common_args(corpus, **{"--train-iters": "6", "--save": str(tmp_path / "ckpt"),
+                                  "--save-interval": "3", "--log-json": str(tmp_path / "a.jsonl")})
+    run_pretrain(args + ["--use-distributed-optimizer"], nproc=2)
+    first = read_metrics(tmp_path / "a.jsonl")
+    run_pretrain(common_args(corpus, **{"--train-iters": "6", "--log-json": str(tmp_path / "b.jsonl"),
+                                        "--load": str(tmp_path / "ckpt" / "iter_0000003")})
+                 + ["--use-distributed-optimizer"], nproc=2)
+    second = read_metrics(tmp_path / "b.jsonl")
+    assert sorted(second) == [4, 5, 6]
+    for it in range(4, 7):
+        assert second[it]["lm loss"] == first[it]["lm loss"], it  # bitwise on CPU
+        assert second[it]["grad norm"] == first[it]["grad norm"], it
+    assert first[6]["lm loss"] < first[1]["lm loss"]
+
+
 def test_kill_during_save_keeps_previous_checkpoint(corpus, tmp_path):
     ckpt = tmp_path / "ckpt"
     args = common_args(corpus, **{"--train-iters": "10", "--save": str(ckpt),
