@@ -40,7 +40,7 @@ from megatron_dsm.rl.rm_serving import AGGREGATES, evaluate
 from megatron_dsm.training.arguments import TrainConfig, parse_args
 from megatron_dsm.training.loop import Trainer
 from megatron_dsm.training.sft import PackOrder
-from megatron_dsm.training.stage import Stage, stage_main
+from megatron_dsm.training.stage import Stage, loss_count, mean_metric, stage_main
 
 
 @options
@@ -80,15 +80,18 @@ class RMConfig:
 
 
 def rm_loss_func(targets: torch.Tensor, score_mask: torch.Tensor, values: torch.Tensor):
-    """Mean binary cross entropy (with logits) over the scored positions."""
+    """Binary cross entropy (with logits) summed over the scored positions,
+    with their count: the loop divides by the positions of the whole global
+    batch, so every scored step weighs the same however examples with many
+    or few steps fall into micro-batches."""
     m = score_mask.reshape(-1)
     v = values.float().reshape(-1)
     t = targets.float().reshape(-1)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(v, t, reduction="none")
-    n = m.sum().clamp(min=1.0)
-    loss = (bce * m).sum() / n
-    acc = (((v > 0).float() == (t >= 0.5).float()).float() * m).sum() / n
-    return loss, {"rm loss": loss.detach().clone(), "accuracy": acc.detach()}
+    n = m.sum()
+    total = (bce * m).sum()
+    right = (((v > 0).float() == (t >= 0.5).float()).float() * m).sum()
+    return total, loss_count(n), {"rm loss": mean_metric(total, n), "accuracy": mean_metric(right, n)}
 
 
 def rm_forward_step(data_iterator, model):
