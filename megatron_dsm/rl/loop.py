@@ -134,6 +134,15 @@ class RLStage(Stage):
             # a frozen copy of the initial policy that is never reset
             self.initial = ReferenceModel(trainer.model, build(), offload=False)
             self.initial_sampler = self._sampler(self.initial.model)
+        self._setup_rewards(trainer)
+
+    def _setup_rewards(self, trainer) -> None:
+        """In-process reward models are built here, after the process groups
+        and before a restore (their builds draw on the seeded RNG)."""
+        for part in (self.reward, self.step_reward):
+            setup = getattr(part, "setup", None)
+            if setup is not None:
+                setup(trainer)
 
     def _sampler(self, model) -> PolicySampler:
         return PolicySampler(self.cfg.rollout_engine, model, self.tok, vocab_size=self.vocab_size)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import torch
 
@@ -35,7 +35,8 @@ from megatron_dsm.config import ConfigError, field, options
 from megatron_dsm.data.tokenizer import build_tokenizer
 from megatron_dsm.models.config import ModelConfig
 from megatron_dsm.models.value_head import build_value_model, checkpoint_has_head, load_weights
-from megatron_dsm.rl.rm_data import KINDS, RewardDataError, batch_tensors, encode_all, read_examples
+from megatron_dsm.rl.rm_data import (KINDS, RewardDataError, batch_tensors, encode_all, examples_from_records,
+                                     read_examples)
 from megatron_dsm.rl.rm_serving import AGGREGATES, evaluate
 from megatron_dsm.training.arguments import TrainConfig, parse_args
 from megatron_dsm.training.loop import Trainer
@@ -113,14 +114,18 @@ class RewardModelStage(Stage):
     eval_prefix = "valid "
     forward_step = staticmethod(rm_forward_step)
 
-    def __init__(self, train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig, *, tokenizer=None):
-        """Reads, labels and encodes the data before any process group exists."""
-        if not cfg.train_data:
+    def __init__(self, train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig, *, tokenizer=None,
+                 records: Sequence[dict] | None = None):
+        """Reads, labels and encodes the data (``cfg.train_data``, or the
+        jsonl-shaped ``records`` given in memory) before any process group
+        exists."""
+        if not cfg.train_data and records is None:
             raise ConfigError("no reward-model data: give --train-data FILE.jsonl")
         cfg.check_pipeline(train.pipeline_model_parallel_size)
         self.train, self.model_cfg, self.cfg = train, model_cfg, cfg
         kw = dict(separator=cfg.step_separator, grader=cfg.grader)
-        train_ex = read_examples(cfg.train_data, cfg.rm_type, **kw)
+        train_ex = (read_examples(cfg.train_data, cfg.rm_type, **kw) if records is None
+                    else examples_from_records(records, cfg.rm_type, **kw))
         valid_ex = read_examples(cfg.valid_data, cfg.rm_type, **kw) if cfg.valid_data else []
         tokenizer = tokenizer or build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)
         if model_cfg.vocab_size is None:  # not given: the tokenizer's
@@ -133,6 +138,7 @@ class RewardModelStage(Stage):
         self.valid_enc = encode_all(valid_ex, tokenizer, **enc) if valid_ex else []
         pad = getattr(tokenizer, "pad", None)
         self.pad_id = int(tokenizer.eod if pad is None else pad)
+        self.tokenizer_fingerprint = tokenizer.fingerprint
         # A language-model checkpoint gives the backbone only: the trainer must
         # not load it as a whole (``setup`` loads it), so it gets no --load.
         self.lm_init = bool(train.load) and not checkpoint_has_head(train.load)
@@ -176,8 +182,10 @@ class RewardModelStage(Stage):
         return out
 
     def state_dict(self) -> dict:
-        # what RewardModel.from_checkpoint reads back: kind, separator, aggregate
-        return {"reward_model": dataclasses.asdict(self.cfg)}
+        # what RewardModel.from_checkpoint reads back (kind, separator, aggregate)
+        # and what an RL run checks against its policy (the tokenizer)
+        return {"reward_model": dict(dataclasses.asdict(self.cfg),
+                                     tokenizer_fingerprint=self.tokenizer_fingerprint)}
 
 
 def train_reward_model(train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig, *,

@@ -86,6 +86,9 @@ def record_to_example(rec: dict, kind: str, *, separator: str = "\n\n",
     if not isinstance(steps, list) or not steps or not all(isinstance(s, str) and s.strip() for s in steps):
         raise ValueError("'steps' must be a non-empty list of non-empty strings")
     labels = rec.get("step_labels")
+    if isinstance(labels, list) and len(steps) == 1 < len(labels) and "steps" not in rec:
+        raise ValueError(f"the solution has no step separator {separator!r} but {len(labels)} step "
+                         f"labels (set --step-separator to the text between its steps)")
     if not isinstance(labels, list) or len(labels) != len(steps):
         raise ValueError(f"'step_labels' must be a list with one label per step ({len(steps)} steps)")
     out = []
@@ -97,21 +100,43 @@ def record_to_example(rec: dict, kind: str, *, separator: str = "\n\n",
     return RMExample(q, [s.strip() for s in steps], out)
 
 
+def read_records(paths: Sequence[str]) -> list[tuple[str, int, object]]:
+    """(file, line, record) of every line of the jsonl files."""
+    out = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise RewardDataError(f"{path}: file not found")
+        out += [(str(path), n, rec) for n, rec in read_jsonl(path, error=RewardDataError, require_object=False)]
+    if not out:
+        raise RewardDataError(f"{', '.join(map(str, paths))}: no records")
+    return out
+
+
 def read_examples(paths: Sequence[str], kind: str, *, separator: str = "\n\n",
                   grader: str = "dsm") -> list[RMExample]:
     """Every record of the jsonl files; the first bad one is a
     ``RewardDataError`` naming file and line."""
     out = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise RewardDataError(f"{path}: file not found")
-        for lineno, rec in read_jsonl(path, error=RewardDataError, require_object=False):
-            try:
-                out.append(record_to_example(rec, kind, separator=separator, grader=grader))
-            except ValueError as e:
-                raise RewardDataError(f"{path}:{lineno}: {e}") from None
+    for path, lineno, rec in read_records(paths):
+        try:
+            out.append(record_to_example(rec, kind, separator=separator, grader=grader))
+        except ValueError as e:
+            raise RewardDataError(f"{path}:{lineno}: {e}") from None
+    return out
+
+
+def examples_from_records(records: Sequence[dict], kind: str, *, separator: str = "\n\n",
+                          grader: str = "dsm") -> list[RMExample]:
+    """``record_to_example`` over records held in memory (record k of the
+    list named in an error)."""
+    out = []
+    for k, rec in enumerate(records):
+        try:
+            out.append(record_to_example(rec, kind, separator=separator, grader=grader))
+        except ValueError as e:
+            raise RewardDataError(f"record {k}: {e}") from None
     if not out:
-        raise RewardDataError(f"{', '.join(map(str, paths))}: no records")
+        raise RewardDataError("no reward-model records")
     return out
 
 
