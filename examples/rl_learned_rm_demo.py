@@ -173,7 +173,9 @@ def train_rms(demo, work: Path, model_cfg, tok, data: dict, held_p) -> dict:
                                     eval_interval=demo.rm_steps or recipe_train.train_iters)
             cfg = RMConfig(rm_type=kind, train_data=[str(train_file)], valid_data=[str(valid_file)],
                            step_separator=SEP, tokenizer_type="byte")
-            out = train_reward_model(t, dataclasses.replace(model_cfg), cfg, tokenizer=tok)
+            # the RM reads "User: {question}\n\nAssistant: {solution}", longer than the policy's prompt
+            rm_model = dataclasses.replace(model_cfg, seq_length=model_cfg.seq_length + 96)
+            out = train_reward_model(t, rm_model, cfg, tokenizer=tok)
             write_json(work / f"{name}_metrics.json", out)
         res[name] = json.loads((work / f"{name}_metrics.json").read_text())
     res["orm_auc"] = res["orm"]["valid auc"]

@@ -3,20 +3,22 @@ reward model judge steps, or only where they stand?
 
 A worked solution of the task (``rl.arith_task``) is a list of steps: one
 equation per operation, then "The answer is N." (steps joined by
-``STEP_SEPARATOR``).  A *corrupted* solution has one step wrong, at a step
-drawn uniformly: an equation whose result is off by 1-3, or a final answer
-off by 1-3.  Two labellings:
+``STEP_SEPARATOR``).  A *corrupted* solution has one wrong step, at a step
+drawn uniformly (or with ``position_weights``): an equation whose result is
+off by 1-3 (the arithmetic is wrong) or whose first operand is off by 1-3
+(it does not go on from the question's number or the previous result), each
+half the time, or a final answer off by 1-3.  The steps after the wrong one
+go on from what it wrote (each is right given the text before it).  Two
+labellings of the same text:
 
-* ``local`` (the held-out judge): the steps after the wrong one go on from
-  the right values, so exactly the wrong step is labelled 0.  Wrong steps
-  occur equally often at every position, so a scorer that knows only the
-  position of a step has AUC 0.5 in expectation; only a model that checks
-  the step itself does better.
-* ``propagated`` (what Math-Shepherd labels look like): the steps after the
-  wrong one go on from the wrong value, and every step from the wrong one on
-  is labelled 0 (none of them can reach the answer any more).  Here later
-  steps are more often bad, so position alone predicts labels in training
-  data of this kind.
+* ``local`` (the held-out judge): a step is good when it is right given the
+  text before it, so exactly the wrong step is labelled 0.  With wrong steps
+  drawn uniformly they occur equally often at every position, so a scorer
+  that knows only the position of a step has AUC 0.5 in expectation; only a
+  model that checks the step itself does better.
+* ``propagated`` (what Math-Shepherd labels look like): every step from the
+  wrong one on is labelled 0 (none of them can reach the answer any more),
+  so later steps are more often bad and position alone predicts labels.
 
 ``position_baseline`` fits P(good | position) on training records and scores
 steps by it: the position-only model a PRM must beat on the local set.
@@ -67,31 +69,36 @@ def _replay(steps: Sequence[str], value: int) -> list[str]:
 
 
 def corrupt(problem: Problem, at: int, rng: random.Random, labelling: str) -> tuple[list[str], list[float]]:
-    """The solution's steps with step ``at`` (0-based) wrong, and their labels."""
+    """The solution's steps with step ``at`` (0-based) wrong and the rest
+    going on from it, and their labels."""
     if labelling not in LABELLINGS:
         raise ValueError(f"labelling must be one of {LABELLINGS}, got {labelling!r}")
     steps = solution_steps(problem)
     if not 0 <= at < len(steps):
         raise ValueError(f"step {at} is outside the {len(steps)} steps")
     m = _EQ.match(steps[at])
-    if m:
+    if m and rng.random() < 0.5:            # the arithmetic is wrong
         wrong = _off(rng, int(m.group(4)))
         bad = f"{m.group(1)}{m.group(2)}{m.group(3)}={wrong}"
+    elif m:                                 # the first operand is not the running value
+        a, op, b = _off(rng, int(m.group(1))), m.group(2), int(m.group(3))
+        wrong = a + b if op == "+" else a - b
+        bad = f"{a}{op}{b}={wrong}"
     else:
         wrong = _off(rng, int(_ANSWER.match(steps[at]).group(1)))
         bad = f"The answer is {wrong}."
-    out = steps[:at] + [bad]
-    rest = steps[at + 1:]
-    if labelling == "local" or not rest:
-        return out + rest, [1.0] * at + [0.0] + [1.0] * len(rest)
-    return out + _replay(rest, wrong), [1.0] * at + [0.0] * (len(steps) - at)
+    rest = _replay(steps[at + 1:], wrong)
+    after = 1.0 if labelling == "local" else 0.0
+    return steps[:at] + [bad] + rest, [1.0] * at + [0.0] + [after] * len(rest)
 
 
 def step_set(problems: Sequence[Problem], *, seed: int, labelling: str,
-             clean_share: float = 0.25) -> list[dict]:
+             clean_share: float = 0.25, position_weights: Sequence[float] | None = None) -> list[dict]:
     """Process-RM records ``{question, steps, step_labels, answer, wrong_step}``:
     a share ``clean_share`` of the problems as worked (all steps 1, wrong_step
-    -1), the others with one wrong step drawn uniformly over their steps."""
+    -1), the others with one wrong step, drawn uniformly over their steps or
+    with ``position_weights`` (one weight per step position: training data
+    in which position alone predicts where the wrong steps are)."""
     rng = random.Random(seed)
     out = []
     for p in problems:
@@ -100,7 +107,8 @@ def step_set(problems: Sequence[Problem], *, seed: int, labelling: str,
             out.append({"question": p.question, "steps": steps, "step_labels": [1.0] * len(steps),
                         "answer": str(p.answer), "wrong_step": -1})
             continue
-        at = rng.randrange(len(steps))
+        at = (rng.choices(range(len(steps)), weights=list(position_weights)[:len(steps)])[0]
+              if position_weights else rng.randrange(len(steps)))
         bad, labels = corrupt(p, at, rng, labelling)
         out.append({"question": p.question, "steps": bad, "step_labels": labels,
                     "answer": str(p.answer), "wrong_step": at})

@@ -142,19 +142,27 @@ def examples_from_records(records: Sequence[dict], kind: str, *, separator: str 
 
 def encode(question: str, steps: Sequence[str], labels: Sequence[float] | None, tokenizer, *,
            separator: str = "\n\n", template: ChatTemplate | None = None,
-           max_length: int | None = None) -> Encoded | None:
+           max_length: int | None = None, keep_solution: bool = False) -> Encoded | None:
     """Token ids of the formatted example and the scored positions.
 
     Outcome (one step): the score sits on the closing eos.  Process: on the
     last token of each step.  With ``max_length`` the sample keeps the steps
-    that fit (outcome: None when the whole solution does not fit)."""
+    that fit (outcome: None when the whole solution does not fit); with
+    ``keep_solution`` the prompt loses its first tokens first, so that a
+    solution scored in RL keeps its end (None only when the solution alone
+    does not fit)."""
     template = template or ChatTemplate()
     ids = list(tokenizer.encode(template.user.format(content=question)))
-    positions, kept = [], []
+    pieces = [list(tokenizer.encode(template.assistant.format(content=step) if k == 0 else separator + step))
+              for k, step in enumerate(steps)]
     outcome = len(steps) == 1
-    for k, step in enumerate(steps):
-        text = template.assistant.format(content=step) if k == 0 else separator + step
-        piece = list(tokenizer.encode(text))
+    if keep_solution and max_length is not None:
+        need = sum(len(p) for p in pieces) + (1 if outcome else 0)
+        if need > max_length:
+            return None
+        ids = ids[max(0, len(ids) + need - max_length):]
+    positions, kept = [], []
+    for k, piece in enumerate(pieces):
         if not piece:
             continue
         if max_length is not None and len(ids) + len(piece) + (1 if outcome else 0) > max_length:

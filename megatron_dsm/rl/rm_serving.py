@@ -115,9 +115,10 @@ class RewardModel:
         for q, sol in pairs:
             steps = [sol.strip()] if self.kind == "outcome" else split_steps(sol, self.separator)
             e = encode(q, steps or [sol], None, self.tokenizer, separator=self.separator,
-                       template=self.template, max_length=self.seq_length)
+                       template=self.template, max_length=self.seq_length, keep_solution=True)
             if e is None:
-                raise RewardDataError(f"question+solution longer than the RM context ({self.seq_length} tokens)")
+                raise RewardDataError(f"a solution is longer than the reward model's context "
+                                      f"({self.seq_length} tokens)")
             enc.append(e)
         return enc
 
