@@ -39,8 +39,9 @@ RL adds, per rank: the KV cache of the rollout batch, L x 2 x rows x s x
 prefill working set rows x prompt x (3h + 3f/t) x 2 bytes; the last
 column's full-vocabulary logits rows x v x 10 bytes; the reference model's
 bf16 weights (only during its pass with ``offload_reference``); a reward
-model's weights (reward orm/prm; with in-process RM updates, its whole
-training state); PPO's critic states.
+model's weights (reward orm/prm/mixed; only while scoring the rollout with
+``offload_reward_model``; with in-process RM updates, its whole training
+state); PPO's critic states.
 """
 
 from __future__ import annotations
@@ -261,11 +262,13 @@ def add_rl_models(est: Estimate, recipe: Recipe, layout: Layout, facts: Facts,
                   cols: tuple[str, ...]) -> None:
     """The reward model and PPO's critic, resident through every phase."""
     rl = recipe.rl
-    if rl.reward in ("orm", "prm"):
+    if rl.reward in ("orm", "prm", "mixed"):
         rm = stage_params(reward_model_config(recipe), layout.tp, 1, value_head=True)["all"]
         if rl.rm_update_iters:
             add_states(est, "reward model ", {"all": rm}, recipe, layout, facts,
                        {c: "all" for c in cols})
+        elif rl.offload_reward_model:    # on the GPU only to score the rollout
+            est.add("reward model weights (scoring only)", {"rollout": rm * width(recipe)})
         else:
             est.add("reward model weights", dict.fromkeys(cols, rm * width(recipe)))
     if rl.algorithm == "ppo":

@@ -297,6 +297,35 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------
 
 
+def aggregate_parts(loss_mat: Tensor, mask: Tensor, mode: str = "seq-mean-token-mean",
+                    max_length: int | None = None) -> tuple[Tensor, Tensor]:
+    """``aggregate_loss`` as (sum, count): the loss summed over the units the
+    mode averages over, and how many units there are.  Summed over
+    micro-batches and data-parallel ranks and divided once (the training
+    loop's normalisation), they give the mean of the whole batch however it
+    is split.
+
+    seq-mean-token-mean      (sum_i 1/|o_i| sum_t l_it,  sequences with a token)
+    token-mean               (sum_it l_it,               tokens)
+    seq-mean-token-sum-norm  (sum_i 1/L sum_t l_it,      sequences)
+    """
+    _check_same_shape("loss", loss_mat, "mask", mask)
+    mask = mask.to(loss_mat.dtype)
+    if mode == "token-mean":
+        return masked_sum(loss_mat, mask), mask.sum()
+    if mode == "seq-mean-token-mean":
+        per_seq = masked_mean(loss_mat, mask, dim=-1)
+        has = (mask.sum(-1) > 0).to(loss_mat.dtype)
+        return (per_seq * has).sum(), has.sum()
+    if mode == "seq-mean-token-sum-norm":
+        norm = loss_mat.shape[-1] if max_length is None else max_length
+        if norm <= 0:
+            raise ValueError(f"max_length must be > 0, got {norm}")
+        rows = torch.tensor(float(loss_mat.shape[0]), dtype=loss_mat.dtype, device=loss_mat.device)
+        return (masked_sum(loss_mat, mask, dim=-1) / norm).sum(), rows
+    raise ValueError(f"unknown loss aggregation mode {mode!r}; choose from {AGG_MODES}")
+
+
 def aggregate_loss(loss_mat: Tensor, mask: Tensor, mode: str = "seq-mean-token-mean",
                    max_length: int | None = None) -> Tensor:
     """Reduce a per-token loss [N, T] to a scalar.
@@ -307,20 +336,8 @@ def aggregate_loss(loss_mat: Tensor, mask: Tensor, mode: str = "seq-mean-token-m
     seq-mean-token-sum-norm  1/N sum_i (sum_t l_it) / L         (Dr. GRPO: L a constant,
                              ``max_length``, default T, so no length normalisation bias)
     """
-    _check_same_shape("loss", loss_mat, "mask", mask)
-    mask = mask.to(loss_mat.dtype)
-    if mode == "token-mean":
-        return masked_mean(loss_mat, mask)
-    if mode == "seq-mean-token-mean":
-        per_seq = masked_mean(loss_mat, mask, dim=-1)
-        has = (mask.sum(-1) > 0).to(loss_mat.dtype)
-        return (per_seq * has).sum() / has.sum().clamp_min(1)
-    if mode == "seq-mean-token-sum-norm":
-        norm = loss_mat.shape[-1] if max_length is None else max_length
-        if norm <= 0:
-            raise ValueError(f"max_length must be > 0, got {norm}")
-        return (masked_sum(loss_mat, mask, dim=-1) / norm).mean()
-    raise ValueError(f"unknown loss aggregation mode {mode!r}; choose from {AGG_MODES}")
+    total, count = aggregate_parts(loss_mat, mask, mode, max_length)
+    return total / count.clamp_min(1)
 
 
 def clipped_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor,
@@ -361,10 +378,21 @@ def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
 
 @dataclasses.dataclass
 class GRPOLossOutput:
+    """Means (``loss``, ``pg_loss``, ``kl``, ``clip_fraction``) and the sums
+    and counts behind them, for normalising over a whole batch: ``loss_sum``
+    and ``pg_sum`` over ``count`` aggregation units (``aggregate_parts``),
+    ``kl_sum`` and ``clipped`` over ``tokens``."""
+
     loss: Tensor
     pg_loss: Tensor
     kl: Tensor
     clip_fraction: Tensor
+    loss_sum: Tensor
+    pg_sum: Tensor
+    count: Tensor
+    kl_sum: Tensor
+    clipped: Tensor
+    tokens: Tensor
 
 
 def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor | None, advantages: Tensor,
@@ -390,25 +418,35 @@ def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor | None, advantage
             raise ValueError("grpo_loss: beta != 0 needs ref_logp")
         kl_mat = kl_penalty(logp, ref_logp, kl_kind)
         total_mat = pg_mat + beta * kl_mat
-        kl = masked_mean(kl_mat.detach(), mask)
+        kl_sum = masked_sum(kl_mat.detach(), mask)
     else:
         total_mat = pg_mat
-        kl = (masked_mean(kl_penalty(logp, ref_logp, kl_kind).detach(), mask)
-              if ref_logp is not None else torch.zeros((), dtype=logp.dtype))
-    return GRPOLossOutput(
-        loss=aggregate_loss(total_mat, mask, agg_mode, max_length),
-        pg_loss=aggregate_loss(pg_mat.detach(), mask, agg_mode, max_length),
-        kl=kl,
-        clip_fraction=masked_mean(was_clipped.to(logp.dtype), mask).detach(),
-    )
+        kl_sum = (masked_sum(kl_penalty(logp, ref_logp, kl_kind).detach(), mask)
+                  if ref_logp is not None else torch.zeros((), dtype=logp.dtype, device=logp.device))
+    loss_sum, count = aggregate_parts(total_mat, mask, agg_mode, max_length)
+    pg_sum, _ = aggregate_parts(pg_mat.detach(), mask, agg_mode, max_length)
+    tokens = mask.sum()
+    clipped = masked_sum(was_clipped.to(logp.dtype), mask).detach()
+    n, t = count.clamp_min(1), tokens.clamp_min(1)
+    return GRPOLossOutput(loss=loss_sum / n, pg_loss=pg_sum / n, kl=kl_sum / t,
+                          clip_fraction=clipped / t, loss_sum=loss_sum, pg_sum=pg_sum,
+                          count=count, kl_sum=kl_sum, clipped=clipped, tokens=tokens)
 
 
 def rft_loss(logp: Tensor, correct: Tensor, mask: Tensor,
              agg_mode: str = "seq-mean-token-mean", max_length: int | None = None) -> Tensor:
     """RFT / Online-RFT: maximise log-likelihood of correct samples only,
     i.e. gradient coefficient GC = 1 for correct and 0 for wrong samples."""
+    total, count = rft_loss_parts(logp, correct, mask, agg_mode, max_length)
+    return total / count.clamp_min(1)
+
+
+def rft_loss_parts(logp: Tensor, correct: Tensor, mask: Tensor,
+                   agg_mode: str = "seq-mean-token-mean", max_length: int | None = None
+                   ) -> tuple[Tensor, Tensor]:
+    """``rft_loss`` as (sum, count) (``aggregate_parts``)."""
     coef = rft_coefficient(correct).to(logp.dtype)[:, None]
-    return aggregate_loss(-coef * logp, mask, agg_mode, max_length)
+    return aggregate_parts(-coef * logp, mask, agg_mode, max_length)
 
 
 # ---------------------------------------------------------------------------
@@ -454,6 +492,15 @@ def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor
         loss   = 1/2 max((V - R)^2, (V_clip - R)^2)
 
     Returns (aggregated loss, fraction of tokens where the clipped term won)."""
+    total, count, frac = value_loss_parts(values, old_values, returns, mask, clip_range,
+                                          agg_mode, max_length)
+    return total / count.clamp_min(1), frac
+
+
+def value_loss_parts(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor,
+                     clip_range: float = 0.2, agg_mode: str = "token-mean",
+                     max_length: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``value_loss`` as (sum, count, clip fraction) (``aggregate_parts``)."""
     _check_same_shape("values", values, "old_values", old_values)
     _check_same_shape("values", values, "returns", returns)
     v_clip = old_values + (values - old_values).clamp(-clip_range, clip_range)
@@ -461,7 +508,8 @@ def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor
     l2 = (v_clip - returns) ** 2
     loss_mat = 0.5 * torch.maximum(l1, l2)
     frac = masked_mean((l2 > l1).to(values.dtype), mask.to(values.dtype))
-    return aggregate_loss(loss_mat, mask.to(values.dtype), agg_mode, max_length), frac.detach()
+    total, count = aggregate_parts(loss_mat, mask.to(values.dtype), agg_mode, max_length)
+    return total, count, frac.detach()
 
 
 # ---------------------------------------------------------------------------
@@ -522,9 +570,11 @@ class Algorithm:
         return {}
 
     def loss(self, logp: Tensor, old: Tensor, ref: Tensor | None, advantages: Tensor,
-             mask: Tensor) -> tuple[Tensor, dict]:
-        """(loss to minimise, metrics: ``policy loss``, ``kl``, ``clip fraction``)
-        of one micro-batch."""
+             mask: Tensor) -> tuple:
+        """The loss of one micro-batch and its metrics (``policy loss``,
+        ``kl``, ``clip fraction``): ``(loss sum, count, metrics)``, which the
+        loop normalises by the count over the whole batch (``aggregate_parts``),
+        or ``(mean loss, metrics)``, which weighs every micro-batch the same."""
         raise NotImplementedError
 
     def after_update(self, rollout) -> dict:

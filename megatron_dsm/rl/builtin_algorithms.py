@@ -17,15 +17,18 @@ from megatron_dsm.config import ConfigError
 from megatron_dsm.rl import algorithms as alg
 from megatron_dsm.rl.algorithms import Algorithm, register
 from megatron_dsm.rl.ppo import Critic
+from megatron_dsm.training.stage import loss_count, mean_metric
 
 
-def clipped_policy_loss(logp, old, ref, advantages, mask, cfg, *, beta: float) -> tuple[torch.Tensor, dict]:
-    """The clipped surrogate (+ beta * KL) of GRPO and PPO and its metrics."""
+def clipped_policy_loss(logp, old, ref, advantages, mask, cfg, *, beta: float) -> tuple:
+    """The clipped surrogate (+ beta * KL) of GRPO and PPO as (loss sum,
+    count, metrics); the metrics are means over the whole batch."""
     out = alg.grpo_loss(logp, old, ref, advantages, mask, beta=beta, eps_low=cfg.eps_low,
                         eps_high=cfg.eps_high, kl_kind=cfg.kl_estimator, agg_mode=cfg.loss_agg,
                         max_length=cfg.max_new_tokens)
-    return out.loss, {"policy loss": out.pg_loss.clone(), "kl": out.kl.clone(),
-                      "clip fraction": out.clip_fraction.clone()}
+    return out.loss_sum, loss_count(out.count), {
+        "policy loss": mean_metric(out.pg_sum, out.count), "kl": mean_metric(out.kl_sum, out.tokens),
+        "clip fraction": mean_metric(out.clipped, out.tokens)}
 
 
 @register("grpo")
@@ -75,9 +78,10 @@ class RFT(Algorithm):
         return alg.rft_coefficient(rollout.correct), None
 
     def loss(self, logp, old, ref, advantages, mask):
-        loss = alg.rft_loss(logp, advantages, mask, self.cfg.loss_agg, self.cfg.max_new_tokens)
+        total, count = alg.rft_loss_parts(logp, advantages, mask, self.cfg.loss_agg, self.cfg.max_new_tokens)
         zero = torch.zeros((), dtype=logp.dtype)
-        return loss, {"policy loss": loss.detach().clone(), "kl": zero, "clip fraction": zero.clone()}
+        return total, loss_count(count), {"policy loss": mean_metric(total, count), "kl": zero,
+                                      "clip fraction": zero.clone()}
 
 
 @register("online-rft")

@@ -23,7 +23,8 @@ from typing import ClassVar
 from megatron_dsm.config import ConfigError, field, options
 from megatron_dsm.rl.algorithms import AGG_MODES, KL_ESTIMATORS, algorithm_names, get_algorithm
 
-REWARDS = ("rule", "pot", "orm", "prm", "arith-steps")
+REWARDS = ("rule", "pot", "orm", "prm", "mixed", "arith-steps")
+LEARNED_REWARDS = ("orm", "prm", "mixed")
 
 
 @options
@@ -55,14 +56,31 @@ class RLConfig:
     inner_updates: int = field(1, help="mu: policy updates per exploration stage")
     dynamic_sampling: bool = field(False, help="drop groups whose rewards are all equal (DAPO)")
     overlong_buffer: int = field(0, help="DAPO soft overlong penalty length (0: off)")
-    reward: str = field("rule", help="reward source", choices=REWARDS)
+    reward: str = field("rule", help="reward source: rule (grader), pot (program run in the sandbox), "
+                        "orm / prm (learned outcome / process reward model, --reward-model), mixed "
+                        "(rule + --rm-weight x outcome RM probability), arith-steps (toy task's "
+                        "rule-checked steps)", choices=REWARDS)
     reward_correct: float = field(1.0, help="rule reward for a correct answer")
     reward_wrong: float = field(0.0, help="rule reward for a wrong answer (e.g. -1)")
     format_penalty: float = field(0.0, help="subtracted when no final answer is found")
-    reward_model: str | None = field(None, help="reward-model checkpoint (reward=orm/prm)")
+    reward_model: str | None = field(None, help="reward-model checkpoint (reward=orm/prm/mixed)")
+    rm_weight: float = field(0.5, help="mixed: weight of the outcome RM's probability added to the rule reward")
+    offload_reward_model: bool = field(False, help="keep the reward model's weights in host memory "
+                                       "between scoring passes (a frozen reward model)")
     rl_iteration_steps: int = field(0, help="steps per RL iteration: reference <- policy (and RM update) after each; 0: one iteration")
     rm_update_iters: int = field(0, help="iterative RL: reward-model training steps after each RL iteration")
     rm_replay: float = field(0.1, help="iterative RL: share of old RM data replayed")
+    rm_recipe: str | None = field(None, help="iterative RL: the reward model's training recipe (YAML "
+                                  "with a train: section, as tools/train_reward_model.py reads: lr, "
+                                  "batch, optimizer); default the paper's (lr 2e-5, constant)")
+    rm_replay_data: list[str] = field(default_factory=list, help="iterative RL: the reward model's "
+                                      "original training data (jsonl), replayed with the refreshes' data")
+    rm_refresh_questions: int = field(0, help="iterative RL: questions sampled from the policy per "
+                                      "refresh, group_size samples each (0: prompts_per_step)")
+    rm_shepherd_samples: int = field(4, help="iterative RL, process RM: completions per step prefix "
+                                     "(Math-Shepherd labels)")
+    rm_label_mode: str = field("hard", help="iterative RL, process RM: Math-Shepherd hard or soft labels",
+                               choices=("hard", "soft"))
     offload_reference: bool = field(False, help="keep the reference model on CPU between uses")
     vf_coef: float = field(0.5, help="PPO: value-loss weight (critic has its own optimizer)")
     gae_lambda: float = field(0.95, help="PPO: GAE lambda")
@@ -91,13 +109,23 @@ class RLConfig:
             raise ConfigError(f"rl: beta must be >= 0, got {self.beta}")
         if self.supervision == "process" and self.reward not in ("prm", "arith-steps"):
             raise ConfigError("rl: process supervision needs step rewards: --reward prm or arith-steps")
-        if self.reward in ("orm", "prm") and not self.reward_model:
+        if self.reward in LEARNED_REWARDS and not self.reward_model:
             raise ConfigError(f"rl: --reward {self.reward} needs --reward-model CHECKPOINT")
-        if self.rm_update_iters and self.reward != "orm":
-            raise ConfigError("rl: iterative RM updates (--rm-update-iters) need --reward orm "
-                              "(grader labels are per solution, not per step)")
+        if self.rm_update_iters < 0:
+            raise ConfigError(f"rl: rm_update_iters must be >= 0, got {self.rm_update_iters}")
+        if self.rm_update_iters and self.reward not in LEARNED_REWARDS:
+            raise ConfigError("rl: iterative RM updates (--rm-update-iters) need a learned reward "
+                              f"(--reward {', '.join(LEARNED_REWARDS)}), got --reward {self.reward}")
+        if self.rm_update_iters and not self.rl_iteration_steps:
+            raise ConfigError("rl: iterative RM updates (--rm-update-iters) happen between RL "
+                              "iterations: set --rl-iteration-steps")
+        if self.rm_update_iters and self.offload_reward_model:
+            raise ConfigError("rl: --offload-reward-model keeps a frozen reward model off the "
+                              "accelerator; with --rm-update-iters the reward model trains in process")
         if not 0.0 <= self.rm_replay < 1.0:
-            raise ConfigError(f"rl: rm_replay must be in [0, 1], got {self.rm_replay}")
+            raise ConfigError(f"rl: rm_replay must be in [0, 1), got {self.rm_replay}")
+        if self.rm_shepherd_samples < 1 or self.rm_refresh_questions < 0:
+            raise ConfigError("rl: rm_shepherd_samples must be >= 1 and rm_refresh_questions >= 0")
 
     # Layout rules of the RL loop, here so that the loop (rl/run.py,
     # rl/loop.py) and the planner (tools/plan.py) check the same thing.

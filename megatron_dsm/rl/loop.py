@@ -44,7 +44,7 @@ from megatron_dsm.rl.config import RLConfig
 from megatron_dsm.rl.rollout import (Item, ReferenceModel, Rollout, RolloutBatch, build_batch,
                                      layout_logprobs, response_logprobs_chunked)
 from megatron_dsm.rl.sampler import PolicySampler, data_parallel
-from megatron_dsm.training.stage import Stage, StepResult
+from megatron_dsm.training.stage import Stage, StepResult, loss_count, mean_metric
 
 
 class QuestionOrder:
@@ -134,6 +134,15 @@ class RLStage(Stage):
             # a frozen copy of the initial policy that is never reset
             self.initial = ReferenceModel(trainer.model, build(), offload=False)
             self.initial_sampler = self._sampler(self.initial.model)
+        self._setup_rewards(trainer)
+
+    def _setup_rewards(self, trainer) -> None:
+        """In-process reward models are built here, after the process groups
+        and before a restore (their builds draw on the seeded RNG)."""
+        for part in (self.reward, self.step_reward):
+            setup = getattr(part, "setup", None)
+            if setup is not None:
+                setup(trainer)
 
     def _sampler(self, model) -> PolicySampler:
         return PolicySampler(self.cfg.rollout_engine, model, self.tok, vocab_size=self.vocab_size)
@@ -183,13 +192,16 @@ class RLStage(Stage):
 
     # -- loss ---------------------------------------------------------------
     def _loss_func(self, mb: dict, logp: torch.Tensor):
+        """The algorithm's loss as (sum, count, metrics): normalised by the
+        count over every micro-batch and data-parallel rank of the step."""
         mask = mb["mask"].to(logp.device)
         old = mb["old"].to(logp.device) if mb["old"] is not None else logp.detach()
         ref = mb["ref"].to(logp.device) if mb["ref"] is not None else None
-        loss, metrics = self.algorithm.loss(logp, old, ref, mb["adv"].to(logp.device), mask)
+        out = self.algorithm.loss(logp, old, ref, mb["adv"].to(logp.device), mask)
+        loss, count, metrics = out if len(out) == 3 else (out[0], loss_count(1), out[1])
         # Monte-Carlo entropy: E_{o ~ pi}[-log pi(o)] over the sampled tokens.
-        metrics["entropy"] = -alg.masked_mean(logp.detach(), mask)
-        return loss, metrics
+        metrics["entropy"] = mean_metric(-alg.masked_sum(logp.detach(), mask), mask.sum())
+        return loss, count, metrics
 
     def _packs(self, batch: RolloutBatch, mbs: int) -> list | None:
         """Each micro-batch's packed layout (``packing.pack_if_cheaper``: None

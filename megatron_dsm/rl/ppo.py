@@ -29,6 +29,7 @@ from megatron_dsm.models.gpt import unwrap
 from megatron_dsm.models.value_head import build_value_model
 from megatron_dsm.rl import algorithms as alg
 from megatron_dsm.training.loop import Trainer
+from megatron_dsm.training.stage import loss_count, mean_metric
 
 
 class Critic:
@@ -80,9 +81,10 @@ class Critic:
 
     def _loss_func(self, mb, values):
         dev = values.device
-        loss, frac = alg.value_loss(values, mb["old"].to(dev), mb["ret"].to(dev), mb["mask"].to(dev),
-                                    clip_range=self.value_clip)
-        return loss, {"value loss": loss.detach().clone(), "value clip fraction": frac.clone()}
+        total, count, frac = alg.value_loss_parts(values, mb["old"].to(dev), mb["ret"].to(dev),
+                                                  mb["mask"].to(dev), clip_range=self.value_clip)
+        return total, loss_count(count), {
+            "value loss": mean_metric(total, count), "value clip fraction": frac.clone()}
 
     def _forward_step(self, data_iterator, model):
         mb = next(data_iterator)

@@ -20,32 +20,60 @@ from megatron_dsm.rl.rm_data import RewardDataError
 
 # (question, prefix steps, n) -> n completions: the text that follows the prefix
 Policy = Callable[[str, list[str], int], list[str]]
+# ([(question, prefix steps)], n) -> n completions per request, all in one go
+BatchPolicy = Callable[[list[tuple[str, list[str]]], int], list[list[str]]]
 LABEL_MODES = ("hard", "soft")
 
 
-def shepherd_labels(question: str, steps: Sequence[str], answer: str, policy: Policy, *, n: int,
-                    mode: str = "hard", separator: str = "\n\n", grader: str = "dsm") -> list[float]:
-    """Math-Shepherd step labels (Wang et al. 2023, used for the paper's
-    process supervision): for each prefix ``steps[:k+1]`` the policy writes
-    ``n`` completions; each full solution (prefix + completion) is graded
+def shepherd_label_batch(solutions: Sequence[dict], policy: BatchPolicy, *, n: int,
+                         mode: str = "hard", separator: str = "\n\n",
+                         grader: str = "dsm") -> list[list[float]]:
+    """Math-Shepherd step labels (Wang et al. 2023, the labels behind the
+    paper's process supervision) of every step of every solution
+    (``{question, steps, answer}``), with one call of ``policy`` for all of
+    them: for each prefix ``steps[:k+1]`` short of the whole solution the
+    policy writes ``n`` completions, and each prefix + completion is graded
     against ``answer``.  Hard estimation: the step is good (1.0) when any
-    completion reaches the answer.  Soft: the share that does."""
+    completion reaches the answer; soft: the share that does.  The last
+    step's prefix is the whole solution, so its label is the grade of the
+    solution itself (no completions)."""
     if mode not in LABEL_MODES:
         raise ConfigError(f"label mode must be one of {LABEL_MODES}, got {mode!r}")
     if n < 1:
         raise ConfigError(f"samples per step must be >= 1, got {n}")
+    requests, owners = [], []
     labels = []
-    for k in range(len(steps)):
-        prefix = list(steps[:k + 1])
-        completions = list(policy(question, prefix, n))
-        if len(completions) != n:
-            raise ValueError(f"policy returned {len(completions)} completions, expected {n}")
+    for i, s in enumerate(solutions):
+        steps = list(s["steps"])
+        labels.append([0.0] * len(steps))
+        if steps:
+            labels[i][-1] = float(grade(separator.join(steps), str(s["answer"]), grader=grader))
+        for k in range(len(steps) - 1):
+            requests.append((s["question"], steps[:k + 1]))
+            owners.append((i, k))
+    completions = list(policy(requests, n)) if requests else []
+    if len(completions) != len(requests):
+        raise ValueError(f"policy answered {len(completions)} of {len(requests)} step prefixes")
+    for (i, k), (_, prefix), comps in zip(owners, requests, completions):
+        if len(comps) != n:
+            raise ValueError(f"policy returned {len(comps)} completions, expected {n}")
         head = separator.join(prefix)
-        ok = [grade(head + (separator + c.strip() if c.strip() else ""), answer, grader=grader)
-              for c in completions]
+        ok = [grade(head + (separator + c.strip() if c.strip() else ""), str(solutions[i]["answer"]),
+                    grader=grader) for c in comps]
         share = sum(ok) / n
-        labels.append(share if mode == "soft" else float(share > 0))
+        labels[i][k] = share if mode == "soft" else float(share > 0)
     return labels
+
+
+def shepherd_labels(question: str, steps: Sequence[str], answer: str, policy: Policy, *, n: int,
+                    mode: str = "hard", separator: str = "\n\n", grader: str = "dsm") -> list[float]:
+    """``shepherd_label_batch`` for one solution, with a policy that
+    completes one prefix at a time."""
+    def batch(requests, k):
+        return [list(policy(q, p, k)) for q, p in requests]
+
+    sol = {"question": question, "steps": list(steps), "answer": answer}
+    return shepherd_label_batch([sol], batch, n=n, mode=mode, separator=separator, grader=grader)[0]
 
 
 BIRM_STEP_TAG = "ки"

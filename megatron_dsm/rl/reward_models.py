@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import torch
 
@@ -35,12 +35,13 @@ from megatron_dsm.config import ConfigError, field, options
 from megatron_dsm.data.tokenizer import build_tokenizer
 from megatron_dsm.models.config import ModelConfig
 from megatron_dsm.models.value_head import build_value_model, checkpoint_has_head, load_weights
-from megatron_dsm.rl.rm_data import KINDS, RewardDataError, batch_tensors, encode_all, read_examples
+from megatron_dsm.rl.rm_data import (KINDS, RewardDataError, batch_tensors, encode_all, examples_from_records,
+                                     read_examples)
 from megatron_dsm.rl.rm_serving import AGGREGATES, evaluate
 from megatron_dsm.training.arguments import TrainConfig, parse_args
 from megatron_dsm.training.loop import Trainer
 from megatron_dsm.training.sft import PackOrder
-from megatron_dsm.training.stage import Stage, stage_main
+from megatron_dsm.training.stage import Stage, loss_count, mean_metric, stage_main
 
 
 @options
@@ -80,15 +81,18 @@ class RMConfig:
 
 
 def rm_loss_func(targets: torch.Tensor, score_mask: torch.Tensor, values: torch.Tensor):
-    """Mean binary cross entropy (with logits) over the scored positions."""
+    """Binary cross entropy (with logits) summed over the scored positions,
+    with their count: the loop divides by the positions of the whole global
+    batch, so every scored step weighs the same however examples with many
+    or few steps fall into micro-batches."""
     m = score_mask.reshape(-1)
     v = values.float().reshape(-1)
     t = targets.float().reshape(-1)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(v, t, reduction="none")
-    n = m.sum().clamp(min=1.0)
-    loss = (bce * m).sum() / n
-    acc = (((v > 0).float() == (t >= 0.5).float()).float() * m).sum() / n
-    return loss, {"rm loss": loss.detach().clone(), "accuracy": acc.detach()}
+    n = m.sum()
+    total = (bce * m).sum()
+    right = (((v > 0).float() == (t >= 0.5).float()).float() * m).sum()
+    return total, loss_count(n), {"rm loss": mean_metric(total, n), "accuracy": mean_metric(right, n)}
 
 
 def rm_forward_step(data_iterator, model):
@@ -110,14 +114,18 @@ class RewardModelStage(Stage):
     eval_prefix = "valid "
     forward_step = staticmethod(rm_forward_step)
 
-    def __init__(self, train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig, *, tokenizer=None):
-        """Reads, labels and encodes the data before any process group exists."""
-        if not cfg.train_data:
+    def __init__(self, train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig, *, tokenizer=None,
+                 records: Sequence[dict] | None = None):
+        """Reads, labels and encodes the data (``cfg.train_data``, or the
+        jsonl-shaped ``records`` given in memory) before any process group
+        exists."""
+        if not cfg.train_data and records is None:
             raise ConfigError("no reward-model data: give --train-data FILE.jsonl")
         cfg.check_pipeline(train.pipeline_model_parallel_size)
         self.train, self.model_cfg, self.cfg = train, model_cfg, cfg
         kw = dict(separator=cfg.step_separator, grader=cfg.grader)
-        train_ex = read_examples(cfg.train_data, cfg.rm_type, **kw)
+        train_ex = (read_examples(cfg.train_data, cfg.rm_type, **kw) if records is None
+                    else examples_from_records(records, cfg.rm_type, **kw))
         valid_ex = read_examples(cfg.valid_data, cfg.rm_type, **kw) if cfg.valid_data else []
         tokenizer = tokenizer or build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)
         if model_cfg.vocab_size is None:  # not given: the tokenizer's
@@ -130,6 +138,7 @@ class RewardModelStage(Stage):
         self.valid_enc = encode_all(valid_ex, tokenizer, **enc) if valid_ex else []
         pad = getattr(tokenizer, "pad", None)
         self.pad_id = int(tokenizer.eod if pad is None else pad)
+        self.tokenizer_fingerprint = tokenizer.fingerprint
         # A language-model checkpoint gives the backbone only: the trainer must
         # not load it as a whole (``setup`` loads it), so it gets no --load.
         self.lm_init = bool(train.load) and not checkpoint_has_head(train.load)
@@ -173,8 +182,10 @@ class RewardModelStage(Stage):
         return out
 
     def state_dict(self) -> dict:
-        # what RewardModel.from_checkpoint reads back: kind, separator, aggregate
-        return {"reward_model": dataclasses.asdict(self.cfg)}
+        # what RewardModel.from_checkpoint reads back (kind, separator, aggregate)
+        # and what an RL run checks against its policy (the tokenizer)
+        return {"reward_model": dict(dataclasses.asdict(self.cfg),
+                                     tokenizer_fingerprint=self.tokenizer_fingerprint)}
 
 
 def train_reward_model(train: TrainConfig, model_cfg: ModelConfig, cfg: RMConfig, *,

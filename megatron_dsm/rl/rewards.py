@@ -11,6 +11,7 @@ which each step ends (the paper's r_i^index(j) and index(j)), which
 * ``PoTReward``: the completion is a Python program; it is run in the
   project's sandbox and its printed output is graded against the reference.
 * ``ORMReward``: an in-process outcome reward model's ``score(pairs)``.
+* ``MixedReward``: the rule reward plus a weighted outcome-RM score.
 * ``ArithmeticStepReward``: rule-based step rewards for the toy task (a step
   is right when its equation holds; the last step carries the outcome).
 * ``PRMStepReward``: an in-process process reward model's ``score_steps``.
@@ -93,19 +94,57 @@ class PoTReward:
         return torch.where(ok_t, torch.tensor(self.correct), torch.tensor(self.wrong)).float(), ok_t
 
 
+def setup_model(model, trainer) -> None:
+    """Build an in-process reward model beside the policy's trainer, if it
+    is built that way (``rl.rm_serving.InProcessRewardModel``)."""
+    setup = getattr(model, "setup", None)
+    if setup is not None:
+        setup(trainer)
+
+
+def _rm_scores(model, questions, completions) -> torch.Tensor:
+    scores = model.score(list(zip(questions, completions)))
+    return torch.as_tensor(scores, dtype=torch.float32).reshape(-1).cpu()
+
+
 @dataclasses.dataclass
 class ORMReward:
     """An outcome reward model served in process (any object with
-    ``score(pairs) -> [N]``, e.g. ``rl.rm_serving.RewardModel``).  The
-    grader still decides ``correct`` (reported as accuracy)."""
+    ``score(pairs) -> [N]``, e.g. ``rl.rm_serving.InProcessRewardModel``):
+    the reward is its probability that the answer is right.  The grader
+    still decides ``correct`` (reported as accuracy)."""
 
     model: object
     grader: str = "dsm"
 
+    def setup(self, trainer) -> None:
+        setup_model(self.model, trainer)
+
     def __call__(self, questions, completions, references):
-        scores = self.model.score(list(zip(questions, completions)))
-        return torch.as_tensor(scores, dtype=torch.float32).reshape(-1).cpu(), \
-            _correct(completions, references, self.grader)
+        return _rm_scores(self.model, questions, completions), _correct(completions, references, self.grader)
+
+
+@dataclasses.dataclass
+class MixedReward:
+    """``--reward mixed``: the grader's rule reward plus ``weight`` times the
+    outcome reward model's probability,
+
+        r(o) = rule(o) + weight * P_RM(correct | q, o),
+
+    so the grader's verdict decides the large part of the reward and the
+    reward model ranks outputs that the grader scores alike (all right or
+    all wrong in a group: GRPO's zero-spread groups then still learn)."""
+
+    rule: RuleReward
+    model: object
+    weight: float = 0.5
+
+    def setup(self, trainer) -> None:
+        setup_model(self.model, trainer)
+
+    def __call__(self, questions, completions, references):
+        r, ok = self.rule(questions, completions, references)
+        return r + self.weight * _rm_scores(self.model, questions, completions), ok
 
 
 # ---------------------------------------------------------------------------
@@ -186,6 +225,9 @@ class PRMStepReward:
 
     model: object
     separator: str = "\n\n"
+
+    def setup(self, trainer) -> None:
+        setup_model(self.model, trainer)
 
     def __call__(self, questions, completions, references, token_ids, decode) -> StepRewards:
         scores = self.model.score_steps(list(zip(questions, completions)))

@@ -86,6 +86,9 @@ def record_to_example(rec: dict, kind: str, *, separator: str = "\n\n",
     if not isinstance(steps, list) or not steps or not all(isinstance(s, str) and s.strip() for s in steps):
         raise ValueError("'steps' must be a non-empty list of non-empty strings")
     labels = rec.get("step_labels")
+    if isinstance(labels, list) and len(steps) == 1 < len(labels) and "steps" not in rec:
+        raise ValueError(f"the solution has no step separator {separator!r} but {len(labels)} step "
+                         f"labels (set --step-separator to the text between its steps)")
     if not isinstance(labels, list) or len(labels) != len(steps):
         raise ValueError(f"'step_labels' must be a list with one label per step ({len(steps)} steps)")
     out = []
@@ -97,39 +100,69 @@ def record_to_example(rec: dict, kind: str, *, separator: str = "\n\n",
     return RMExample(q, [s.strip() for s in steps], out)
 
 
-def read_examples(paths: Sequence[str], kind: str, *, separator: str = "\n\n",
-                  grader: str = "dsm") -> list[RMExample]:
-    """Every record of the jsonl files; the first bad one is a
-    ``RewardDataError`` naming file and line."""
+def read_records(paths: Sequence[str]) -> list[tuple[str, int, object]]:
+    """(file, line, record) of every line of the jsonl files."""
     out = []
     for path in paths:
         if not Path(path).is_file():
             raise RewardDataError(f"{path}: file not found")
-        for lineno, rec in read_jsonl(path, error=RewardDataError, require_object=False):
-            try:
-                out.append(record_to_example(rec, kind, separator=separator, grader=grader))
-            except ValueError as e:
-                raise RewardDataError(f"{path}:{lineno}: {e}") from None
+        out += [(str(path), n, rec) for n, rec in read_jsonl(path, error=RewardDataError, require_object=False)]
     if not out:
         raise RewardDataError(f"{', '.join(map(str, paths))}: no records")
     return out
 
 
+def read_examples(paths: Sequence[str], kind: str, *, separator: str = "\n\n",
+                  grader: str = "dsm") -> list[RMExample]:
+    """Every record of the jsonl files; the first bad one is a
+    ``RewardDataError`` naming file and line."""
+    out = []
+    for path, lineno, rec in read_records(paths):
+        try:
+            out.append(record_to_example(rec, kind, separator=separator, grader=grader))
+        except ValueError as e:
+            raise RewardDataError(f"{path}:{lineno}: {e}") from None
+    return out
+
+
+def examples_from_records(records: Sequence[dict], kind: str, *, separator: str = "\n\n",
+                          grader: str = "dsm") -> list[RMExample]:
+    """``record_to_example`` over records held in memory (record k of the
+    list named in an error)."""
+    out = []
+    for k, rec in enumerate(records):
+        try:
+            out.append(record_to_example(rec, kind, separator=separator, grader=grader))
+        except ValueError as e:
+            raise RewardDataError(f"record {k}: {e}") from None
+    if not out:
+        raise RewardDataError("no reward-model records")
+    return out
+
+
 def encode(question: str, steps: Sequence[str], labels: Sequence[float] | None, tokenizer, *,
            separator: str = "\n\n", template: ChatTemplate | None = None,
-           max_length: int | None = None) -> Encoded | None:
+           max_length: int | None = None, keep_solution: bool = False) -> Encoded | None:
     """Token ids of the formatted example and the scored positions.
 
     Outcome (one step): the score sits on the closing eos.  Process: on the
     last token of each step.  With ``max_length`` the sample keeps the steps
-    that fit (outcome: None when the whole solution does not fit)."""
+    that fit (outcome: None when the whole solution does not fit); with
+    ``keep_solution`` the prompt loses its first tokens first, so that a
+    solution scored in RL keeps its end (None only when the solution alone
+    does not fit)."""
     template = template or ChatTemplate()
     ids = list(tokenizer.encode(template.user.format(content=question)))
-    positions, kept = [], []
+    pieces = [list(tokenizer.encode(template.assistant.format(content=step) if k == 0 else separator + step))
+              for k, step in enumerate(steps)]
     outcome = len(steps) == 1
-    for k, step in enumerate(steps):
-        text = template.assistant.format(content=step) if k == 0 else separator + step
-        piece = list(tokenizer.encode(text))
+    if keep_solution and max_length is not None:
+        need = sum(len(p) for p in pieces) + (1 if outcome else 0)
+        if need > max_length:
+            return None
+        ids = ids[max(0, len(ids) + need - max_length):]
+    positions, kept = [], []
+    for k, piece in enumerate(pieces):
         if not piece:
             continue
         if max_length is not None and len(ids) + len(piece) + (1 if outcome else 0) > max_length:

@@ -1,31 +1,35 @@
-"""The RL stage as a command: options -> task, rewards, Trainer, RLStage -> fit.
+"""The RL stage as a command: options -> task, rewards, stage, Trainer -> fit.
 
 ``tools/grpo.py`` (and ``examples/grpo_dsm.sh`` through torchrun) call
 ``main``.  Questions come from the generated arithmetic task or from a jsonl
 of ``{question, answer}`` records (GSM8K / MATH CoT questions for the
 paper's recipe), prompted with the paper's zero-shot CoT instruction.
+Rewards (``--reward``): the grader (rule), a program run in the sandbox
+(pot), a learned outcome or process reward model (orm, prm), the grader
+plus a weighted outcome-RM score (mixed), the toy task's checked steps
+(arith-steps).  With ``--rm-update-iters`` the stage is iterative RL
+(``rl.iterative``).  Every option, input and reward-model checkpoint is
+checked before any model is built.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import sys
 from pathlib import Path
 
-from megatron_dsm import checkpoint
 from megatron_dsm.config import ConfigError
 from megatron_dsm.data.tokenizer import build_tokenizer
 from megatron_dsm.io import read_jsonl
-from megatron_dsm.models import config as model_config
 from megatron_dsm.rl import rewards as R
 from megatron_dsm.rl.config import RLConfig
-from megatron_dsm.rl.iterative import IterativeRMRefresh
+from megatron_dsm.rl.iterative import IterativeRLStage, read_replay_data, rm_train_config
 from megatron_dsm.rl.loop import RLStage
-from megatron_dsm.rl.reward_models import RMConfig
-from megatron_dsm.rl.rm_serving import RewardModel
+from megatron_dsm.rl.rm_data import RewardDataError
+from megatron_dsm.rl.rm_serving import InProcessRewardModel
 from megatron_dsm.rl.rollout import Item
 from megatron_dsm.rl.toy import items_from_problems, toy_items
-from megatron_dsm.training.arguments import parse_args
+from megatron_dsm.training.arguments import TrainConfig, parse_args
 from megatron_dsm.training.loop import Trainer
 from megatron_dsm.training.stage import stage_main
 
@@ -33,7 +37,8 @@ COT_PROMPT = ("User: {question}\nPlease reason step by step, and put your final 
               "within \\boxed{{}}.\n\nAssistant:")
 
 
-def read_items(path: str) -> list[Item]:
+def read_items(path: str, template: str = COT_PROMPT) -> list[Item]:
+    """``{question (or problem), answer}`` records, prompted with ``template``."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"RL questions file not found: {p}")
@@ -42,7 +47,7 @@ def read_items(path: str) -> list[Item]:
         q, a = rec.get("question") or rec.get("problem"), rec.get("answer")
         if not isinstance(q, str) or a is None:
             raise ConfigError(f"{p}:{n}: needs 'question' (or 'problem') and 'answer'")
-        items.append(Item(COT_PROMPT.format(question=q), q, str(a)))
+        items.append(Item(template.format(question=q), q, str(a)))
     if not items:
         raise ConfigError(f"{p}: no questions")
     return items
@@ -55,43 +60,40 @@ def build_task(rl: RLConfig) -> tuple[list[Item], list[Item]]:
     return read_items(rl.task), (read_items(rl.heldout_task) if rl.heldout_task else [])
 
 
-def build_rewards(rl: RLConfig, tokenizer):
-    step = None
+def build_rewards(rl: RLConfig, tokenizer, vocab_size: int | None):
+    """(outcome reward, step reward or None, the in-process reward model or
+    None).  A learned reward's checkpoint is checked here against the
+    policy's tokenizer and vocabulary (no model is built: ``RLStage.setup``
+    builds it once the process groups exist)."""
+    rule = R.RuleReward(rl.reward_correct, rl.reward_wrong, rl.format_penalty)
     if rl.reward in ("rule", "arith-steps"):
-        outcome = R.RuleReward(rl.reward_correct, rl.reward_wrong, rl.format_penalty)
-        if rl.reward == "arith-steps":
-            step = R.ArithmeticStepReward(rl.reward_correct, rl.reward_wrong)
-    elif rl.reward == "pot":
-        outcome = R.PoTReward(rl.reward_correct, rl.reward_wrong)
-    else:
-        rm = RewardModel.from_checkpoint(rl.reward_model, tokenizer)
-        outcome = R.ORMReward(rm)
-        if rl.reward == "prm":
-            step = R.PRMStepReward(rm, rm.separator)
-    return outcome, step
+        step = R.ArithmeticStepReward(rl.reward_correct, rl.reward_wrong) if rl.reward == "arith-steps" else None
+        return rule, step, None
+    if rl.reward == "pot":
+        return R.PoTReward(rl.reward_correct, rl.reward_wrong), None, None
+    served = InProcessRewardModel(rl.reward_model, tokenizer, reward=rl.reward, vocab_size=vocab_size,
+                                  offload=rl.offload_reward_model)
+    if rl.reward == "mixed":
+        return R.MixedReward(rule, served, rl.rm_weight), None, served
+    step = R.PRMStepReward(served, served.separator) if rl.reward == "prm" else None
+    return R.ORMReward(served), step, served
 
 
-def iterative_hook(train, rl: RLConfig, outcome, step):
-    """Iterative RL: after each RL iteration the reward model keeps training on
-    fresh graded policy samples (10% replay) and the in-process reward reloads it."""
-    common = checkpoint.read_common(rl.reward_model)
-    rm_model = model_config.from_checkpoint(rl.reward_model)
-    rec = common.get("reward_model", {})
-    rm_cfg = RMConfig(rm_type="outcome", tokenizer_type=rl.tokenizer_type,
-                      tokenizer_model=rl.tokenizer_model, aggregate=rec.get("aggregate", "min"))
-    rm_train = dataclasses.replace(train, train_iters=rl.rm_update_iters, save_interval=None,
-                                   load=None, lr_decay_iters=None)
-
-    def reload(path):
-        rm = RewardModel.from_checkpoint(path, outcome.model.tokenizer)
-        outcome.model = rm
-        if step is not None:
-            step.model = rm
-
-    work = (train.save or "runs/grpo") + "/iterative_rm"
-    return IterativeRMRefresh(rm_train, rm_model, rm_cfg, work, rl.reward_model,
-                              questions_per_refresh=rl.prompts_per_step, replay=rl.rm_replay,
-                              on_new_model=reload, seed=train.seed)
+def build_stage(train: TrainConfig, model_cfg, rl: RLConfig, tokenizer) -> RLStage:
+    """The RL stage of these options, every option and input checked (one
+    ``ConfigError``) before any process group or model exists."""
+    train_items, held = build_task(rl)
+    rl.check_global_batch(train.global_batch_size)
+    rl.check_pipeline(train.pipeline_model_parallel_size)
+    outcome, step, served = build_rewards(rl, tokenizer, model_cfg.vocab_size)
+    if not rl.rm_update_iters:
+        return RLStage(rl, tokenizer, train_items, held, reward=outcome, step_reward=step)
+    rm_train = rm_train_config(rl, train)
+    # the reward model trains at the policy's layout: its batch must split over the same DP
+    rm_train.num_microbatches(train.data_parallel_size(int(os.environ.get("WORLD_SIZE", "1"))))
+    replay = read_replay_data(rl, served.kind, served.separator)
+    return IterativeRLStage(rl, tokenizer, train_items, held, reward=outcome, step_reward=step,
+                            served=served, rm_train=rm_train, replay=replay)
 
 
 def run(argv=None) -> int:
@@ -99,14 +101,8 @@ def run(argv=None) -> int:
     tok = build_tokenizer(rl.tokenizer_type, rl.tokenizer_model)
     if model_cfg.vocab_size is None:
         model_cfg.vocab_size = tok.vocab_size
-    train_items, held = build_task(rl)
-    rl.check_global_batch(train.global_batch_size)
-    rl.check_pipeline(train.pipeline_model_parallel_size)
-    outcome, step = build_rewards(rl, tok)
+    stage = build_stage(train, model_cfg, rl, tok)
     trainer = Trainer(train, model_cfg)
-    stage = RLStage(rl, tok, train_items, held, reward=outcome, step_reward=step)
-    if rl.rm_update_iters:
-        stage.hooks.append(iterative_hook(train, rl, outcome, step))
     trainer.fit(stage)
     trainer.close()
     return 0
@@ -114,7 +110,7 @@ def run(argv=None) -> int:
 
 def main(argv=None) -> int:
     """One error line (exit 2) for bad options, data or checkpoints."""
-    return stage_main(lambda: run(argv))
+    return stage_main(lambda: run(argv), RewardDataError)
 
 
 if __name__ == "__main__":

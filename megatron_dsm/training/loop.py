@@ -18,6 +18,7 @@ own, and may ``fit`` it again with a larger ``train_iters``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Callable, Iterable
@@ -72,8 +73,12 @@ class Trainer:
         self.dist = platform.initialize_distributed(tp, pp, seed=train.seed)
         self.ps = ps
         self.bf16 = train.bf16 if train.bf16 is not None else platform.cuda_available()
+        # Losses are (sum, count) per micro-batch and the gradient is divided by the
+        # count over all micro-batches and DP ranks (finalize_model_grads): the
+        # update of one big batch, however it is split.
         self.tconfig = transformer_config(model_cfg, tp=tp, pp=pp, bf16=self.bf16,
                                           sequence_parallel=train.sequence_parallel,
+                                          calculate_per_token_loss=True,
                                           **train.recompute_kwargs())
         builder = model_builder or (lambda cfg, tc: build_model(cfg, tc, use_te=train.use_te))
         model = builder(model_cfg, self.tconfig)
@@ -202,7 +207,7 @@ class Trainer:
                          micro_batch_size: int | None = None, num_microbatches: int | None = None):
         fwd_bwd = get_forward_backward_func()
         return fwd_bwd(
-            forward_step_func=forward_step,
+            forward_step_func=_counted(forward_step),
             data_iterator=iter(microbatches),
             model=[self.model],
             num_microbatches=num_microbatches or self.num_microbatches,
@@ -224,8 +229,11 @@ class Trainer:
         return StepResult(self.reduce_metrics(losses), grad_norm, not ok)
 
     def reduce_metrics(self, losses: list[dict]) -> dict:
-        """Mean of each metric over micro-batches and data-parallel ranks,
-        taken from the last pipeline stage and shared with every rank.
+        """Each metric over micro-batches and data-parallel ranks, taken from
+        the last pipeline stage and shared with every rank.  A ``[total,
+        count]`` pair (``stage.mean_metric``) gives sum(totals) / sum(counts),
+        the mean over the whole batch; a plain value is averaged over the
+        micro-batches of a rank, then over ranks.
 
         The key set is agreed once (``broadcast_object_list`` from the last
         stage) and cached on every rank; later calls take one float64
@@ -235,7 +243,7 @@ class Trainer:
         is_last = ps.is_pipeline_last_stage() and ps.get_tensor_model_parallel_rank() == 0
         mine = sorted(losses[0].keys()) if (is_last and losses) else []
         if torch.distributed.get_world_size() == 1:
-            return {k: sum(float(x[k]) for x in losses) / len(losses) for k in mine}
+            return self._metric_means(mine, self._metric_vector(mine, losses, bool(losses))[:-1])
         keys = self._metric_keys
         if keys is not None:
             vec = platform.all_reduce_values(self._metric_vector(
@@ -252,17 +260,24 @@ class Trainer:
     @staticmethod
     def _metric_vector(keys: list[str], losses: list[dict], contribute: bool,
                        flag: bool = False) -> list[float]:
-        """[per-key micro-batch means..., contributor count, changed-keys flag]."""
-        if contribute:
-            vals = [sum(float(x[k]) for x in losses) / len(losses) for k in keys] + [1.0]
-        else:
-            vals = [0.0] * (len(keys) + 1)
+        """[numerator, denominator per key..., changed-keys flag]: a pair adds
+        its total and count per micro-batch; a plain value its micro-batch
+        mean and 1 (this rank)."""
+        vals: list[float] = []
+        for k in keys:
+            if not contribute:
+                vals += [0.0, 0.0]
+            elif _is_pair(losses[0][k]):
+                pairs = torch.stack([x[k] for x in losses]).double().sum(0).tolist()
+                vals += pairs
+            else:
+                vals += [sum(float(x[k]) for x in losses) / len(losses), 1.0]
         return vals + [1.0 if flag else 0.0]
 
     @staticmethod
     def _metric_means(keys: list[str], vec: list[float]) -> dict:
-        n = max(vec[-1], 1.0)
-        return {k: v / n for k, v in zip(keys, vec[:-1])}
+        return {k: vec[2 * i] / vec[2 * i + 1] if vec[2 * i + 1] > 0 else 0.0
+                for i, k in enumerate(keys)}
 
     def _last_stage_rank0(self) -> int:
         """Lowest global rank on the last pipeline stage with TP rank 0 (it
@@ -294,6 +309,28 @@ class Trainer:
 
     def close(self):
         self.writer.close()
+
+
+def _is_pair(value) -> bool:
+    return torch.is_tensor(value) and value.numel() == 2
+
+
+def _counted(forward_step: Callable) -> Callable:
+    """``forward_step`` whose loss function gives megatron-core's ``(loss sum,
+    count, metrics)``; one that gives ``(loss, metrics)`` states a mean of its
+    micro-batch and counts 1 (megatron-core's mean over micro-batches)."""
+    def step(data_iterator, model):
+        output, loss_func = forward_step(data_iterator, model)
+        return output, functools.partial(_with_count, loss_func)
+    return step
+
+
+def _with_count(loss_func: Callable, output):
+    out = loss_func(output)
+    if len(out) == 3:
+        return out
+    loss, metrics = out
+    return loss, torch.ones((), dtype=torch.int, device=loss.device), metrics
 
 
 class _StepTimer:

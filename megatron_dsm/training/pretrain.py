@@ -5,7 +5,7 @@ megatron-core's BlendedMegatronDatasetBuilder and GPTDataset, checked before
 any process group exists (training/data.py); step ``t`` reads samples
 ``[t*G, (t+1)*G)`` (``BatchOrder``), so a resume needs only the consumed
 sample count.  Loss: GPTModel's per-token cross entropy, averaged over the
-tokens of a micro-batch.  Evaluation: ``--eval-iters`` global batches of the
+target tokens of the global batch.  Evaluation: ``--eval-iters`` global batches of the
 validation split.
 """
 
@@ -24,17 +24,19 @@ from megatron_dsm.training.arguments import TrainConfig, parse_args
 from megatron_dsm.training.data import (BatchOrder, blend_from_mixture, build_datasets,
                                         parse_data_path, tokenizer_facts, validate_blend)
 from megatron_dsm.training.loop import Trainer
-from megatron_dsm.training.stage import Stage, stage_main
+from megatron_dsm.training.stage import Stage, loss_count, mean_metric, stage_main
 
 
 def lm_loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
-    """Token-mean LM loss of one micro-batch (GPTModel returns per-token loss)."""
+    """LM loss of one micro-batch (GPTModel returns per-token loss) as
+    ``(sum over its target tokens, their count, metrics)``: the loop divides
+    by the tokens of the whole global batch, so every target token weighs
+    the same however the batch is split into micro-batches and ranks."""
     losses = output_tensor.float().view(-1)
     mask = loss_mask.float().view(-1)
-    total = mask.sum()
-    loss = torch.sum(losses * mask) / total.clamp(min=1.0)
-    # clone: the schedule divides the returned loss in place by num_microbatches
-    return loss, {"lm loss": loss.detach().clone()}
+    total = torch.sum(losses * mask)
+    count = loss_count(mask.sum())
+    return total, count, {"lm loss": mean_metric(total, count)}
 
 
 def gpt_forward_step(data_iterator, model):

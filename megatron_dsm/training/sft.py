@@ -13,8 +13,8 @@ The paper (Sec. 3.1) fine-tunes the base model on 776K math instructions for
   micro-batch 1) instead of a dense mask.
 * **loss**: GPTModel's per-token cross entropy times the pack's loss mask,
   which is 1 only where the *next* token belongs to an assistant response
-  (prompt tokens are context, never targets); one micro-batch's loss is the
-  mean over its target tokens.
+  (prompt tokens are context, never targets); the loss is the mean over
+  the target tokens of the whole global batch (``pretrain.lm_loss_func``).
 * **initialisation**: ``--load BASE --finetune`` (weights only; iteration,
   optimizer and LR schedule start fresh).
 * **LR**: any schedule of the loop; the paper's is ``--lr-decay-style
@@ -42,6 +42,7 @@ from megatron_dsm.models.config import ModelConfig
 from megatron_dsm.models.gpt import transformer_engine_available
 from megatron_dsm.training.arguments import TrainConfig, parse_args
 from megatron_dsm.training.loop import Trainer
+from megatron_dsm.training.pretrain import lm_loss_func
 from megatron_dsm.training.stage import Stage, stage_main
 
 ATTENTION = ("auto", "mask", "thd")
@@ -115,12 +116,11 @@ def collate(items: list[dict]) -> dict:
 
 
 def sft_loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
-    """Mean cross entropy over response tokens of the micro-batch."""
-    losses = output_tensor.float().reshape(-1)
-    mask = loss_mask.float().reshape(-1)
-    n = mask.sum()
-    loss = torch.sum(losses * mask) / n.clamp(min=1.0)
-    return loss, {"lm loss": loss.detach().clone(), "target tokens": n.detach().clone()}
+    """Cross entropy over response tokens (``lm_loss_func``: summed, with
+    their count) and the micro-batch's target-token count."""
+    total, count, metrics = lm_loss_func(loss_mask, output_tensor)
+    metrics["target tokens"] = count.detach().float()
+    return total, count, metrics
 
 
 def make_forward_step(use_thd: bool):
@@ -186,8 +186,7 @@ def _sft_prefix(train: TrainConfig) -> str:
 
 
 def evaluate_loss(trainer, dataset: PackedSFTDataset, forward_step, max_packs: int | None = None) -> float:
-    """Held-out SFT loss: mean over micro-batches of the response-token loss,
-    every pack once (or the first ``max_packs``), split over DP ranks."""
+    """Held-out SFT loss: mean over the response tokens of every pack once (or the first ``max_packs``), split over DP ranks."""
     ps = trainer.ps
     dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
     mbs = trainer.train_cfg.micro_batch_size

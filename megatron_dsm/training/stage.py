@@ -33,9 +33,26 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from megatron_dsm import checkpoint, platform
 from megatron_dsm.config import ConfigError
 from megatron_dsm.data.tokenizer import TokenizerError
+
+
+def mean_metric(total: torch.Tensor, count) -> torch.Tensor:
+    """A logged metric that is a mean over units (tokens, sequences, scored
+    positions) spread over micro-batches: ``[total, count]`` of one
+    micro-batch.  ``Trainer.reduce_metrics`` sums both over micro-batches and
+    data-parallel ranks and logs their ratio, the mean of the whole batch."""
+    return torch.stack([total.detach().float().reshape(()),
+                        torch.as_tensor(count, device=total.device).detach().float().reshape(())])
+
+
+def loss_count(n) -> torch.Tensor:
+    """A loss function's unit count as megatron-core's schedules add it up
+    (an int tensor; ``n`` may be a float count of 0/1 mask entries)."""
+    return torch.as_tensor(n).detach().round().to(torch.int)
 
 
 @dataclasses.dataclass
@@ -74,7 +91,11 @@ class Stage:
         raise NotImplementedError
 
     def forward_step(self, data_iterator, model):
-        """megatron-core's ``forward_step_func``: (output, loss function)."""
+        """megatron-core's ``forward_step_func``: (output, loss function).
+        The loss function returns ``(loss summed over the micro-batch's
+        units, their count, metrics)``; the loop divides the gradient by the
+        count summed over micro-batches and data-parallel ranks
+        (``Trainer``: megatron-core's ``calculate_per_token_loss``)."""
         raise NotImplementedError
 
     def samples_per_step(self, trainer) -> int:

@@ -9,7 +9,8 @@ from megatron_dsm.config import ConfigError
 from megatron_dsm.data.tokenizer import build_tokenizer
 from megatron_dsm.rl.arith_task import generate_problems, step_is_correct
 from megatron_dsm.rl.loop import QuestionOrder
-from megatron_dsm.rl.iterative import records_from_samples, with_replay
+from megatron_dsm.rl.iterative import with_replay
+from megatron_dsm.rl.rm_sampling import outcome_records
 from megatron_dsm.rl.rewards import ArithmeticStepReward, PoTReward, RuleReward, char_to_token_ends
 from megatron_dsm.rl.config import RLConfig
 from megatron_dsm.rl.rollout import build_batch
@@ -98,8 +99,8 @@ def test_question_order_resumes_exactly():
 
 
 def test_iterative_rm_records_and_ten_percent_replay():
-    recs = records_from_samples(["q1", "q2", "q3"], ["The answer is 2.", "The answer is 5.", " "],
-                                ["2", "4", "1"])
+    recs = outcome_records([{"question": q, "solution": s, "answer": a} for q, s, a in
+                            zip(["q1", "q2", "q3"], ["The answer is 2.", "The answer is 5.", " "], ["2", "4", "1"])])
     assert [r["label"] for r in recs] == [1.0, 0.0]          # empty sample dropped
     history = [{"question": f"old{i}", "solution": "x", "label": 0.0} for i in range(100)]
     new = [{"question": f"new{i}", "solution": "y", "label": 1.0} for i in range(90)]

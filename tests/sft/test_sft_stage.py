@@ -99,7 +99,7 @@ def test_response_only_loss_through_the_stage_forward_step(tmp_path, dist_cleanu
     def loss_and_grads(labels):
         model.zero_grad()
         out, loss_func = step(iter([dict(batch, labels=labels)]), model)
-        loss, metrics = loss_func(out)
+        loss, _, metrics = loss_func(out)
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
