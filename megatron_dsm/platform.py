@@ -68,6 +68,13 @@ def max_memory_allocated() -> int:
     return 0
 
 
+def empty_cache() -> None:
+    """Hand the caching allocator's free blocks back to the device (for a
+    colocated engine that allocates outside it); nothing to do on CPU."""
+    if cuda_available():
+        torch.cuda.empty_cache()
+
+
 def reset_peak_memory() -> None:
     if cuda_available():
         torch.cuda.reset_peak_memory_stats()
