@@ -193,7 +193,7 @@ class VLLMRolloutEngine(RolloutEngine):
         self.blocks = _Blocks(self.opts.tensor_parallel_size)
         self.sleeping = False
         self.last_tokens_per_second = self.last_refit_seconds = 0.0
-        self.refits = 0
+        self.refits = self.last_requests = 0
         self._dir = tempfile.TemporaryDirectory(prefix="dsm_vllm_")
         write_json(Path(self._dir.name) / "config.json", hf_config_from_model(model_cfg, dtype=self.dtype))
         with _contained():
@@ -262,6 +262,7 @@ class VLLMRolloutEngine(RolloutEngine):
         prompts = [list(p) for p in prompts]
         t0 = time.perf_counter()
         mine, counts = self.blocks.requests(prompts, params.seed)
+        self.last_requests = len(mine)
         done = self.blocks.results(self._run(mine, params), counts)
         rows = [p for p in prompts for _ in range(params.n)]
         completions = [c for per_prompt in done for c, _, _ in per_prompt]
