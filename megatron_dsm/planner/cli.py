@@ -39,8 +39,6 @@ class PlanConfig:
     use_distributed_optimizer: bool = field(False, help="shard optimizer state over DP; " + PLANNER_ONLY)
     recompute_granularity: str | None = field(None, choices=("full",),
                                               help="recompute activations; " + PLANNER_ONLY)
-    rollout_batch: int | None = field(None, help="RL: rows sampled at once per rank (default: all "
-                                                 "B/DP x G); " + PLANNER_ONLY)
     search: bool = field(True, help="name the first layout that fits when the given one does not")
 
     def __post_init__(self):
@@ -51,8 +49,6 @@ class PlanConfig:
             raise ConfigError(f"--gpu-memory must be > 0 GiB, got {self.gpu_memory}")
         if not 0 <= self.reserve < 1:
             raise ConfigError(f"--reserve must be in [0, 1), got {self.reserve}")
-        if self.rollout_batch is not None and self.rollout_batch < 1:
-            raise ConfigError(f"--rollout-batch must be >= 1, got {self.rollout_batch}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,10 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def given_layout(recipe: Recipe, plan: PlanConfig) -> Layout:
-    """The layout the stage would run: its TP, PP and micro batch, plus the
-    planner-only options (taken from the training config once it has them)."""
+    """The layout the stage would run: its TP, PP and micro batch, RL's
+    rollout batch, plus the planner-only options (taken from the training
+    config once it has them)."""
     t = recipe.train
-    rollout = plan.rollout_batch or getattr(recipe.extra, "rollout_batch", None)
+    rollout = getattr(recipe.extra, "rollout_batch", None)
     recompute = plan.recompute_granularity or getattr(t, "recompute_granularity", None)
     return Layout(t.tensor_model_parallel_size, t.pipeline_model_parallel_size, t.micro_batch_size,
                   distributed_optimizer=plan.use_distributed_optimizer
@@ -86,8 +83,6 @@ def plan(argv: list[str], defaults: dict | None = None) -> tuple[str, int]:
     ns, rest = build_parser().parse_known_args(argv)
     cfg = from_namespace(PlanConfig, ns, defaults)
     stage = cfg.stage or infer_stage(ns.config)
-    if cfg.rollout_batch is not None and stage != "rl":
-        raise ConfigError(f"--rollout-batch is for the rl stage, not {stage}")
     recipe = load_recipe(stage, (["--config", ns.config] if ns.config else []) + rest)
     cluster = Cluster(cfg.nodes, cfg.gpus_per_node, cfg.gpu_memory, cfg.reserve)
     layout = given_layout(recipe, cfg)

@@ -28,10 +28,11 @@ TOOLS = {"pretrain": "tools/pretrain.py", "sft": "tools/sft.py",
 class Layout:
     """One way to place a stage on the cluster.
 
-    ``distributed_optimizer``, ``recompute`` and ``rollout_batch`` are not
-    training flags yet: the planner models them so that it can propose them
-    (Megatron-LM's ``--use-distributed-optimizer``, ``--recompute-granularity
-    full`` and a rollout batch, which a later change adds to the stages)."""
+    ``distributed_optimizer`` and ``recompute`` are not training flags yet:
+    the planner models them so that it can propose them (Megatron-LM's
+    ``--use-distributed-optimizer`` and ``--recompute-granularity full``, which
+    a later change adds to the stages).  ``rollout_batch`` is the RL stage's
+    ``--rollout-batch``."""
 
     tp: int
     pp: int
@@ -48,12 +49,10 @@ class Layout:
             names.append("distributed optimizer")
         if self.recompute:
             names.append("full recompute")
-        if self.rollout_batch is not None:
-            names.append("rollout batch")
         return tuple(names)
 
     def flags(self) -> list[str]:
-        """Command-line flags that select this layout (tool flags, then planner-only ones)."""
+        """Command-line flags that select this layout (tool flags, planner-only ones, the rollout batch)."""
         out = ["--tensor-model-parallel-size", str(self.tp), "--pipeline-model-parallel-size",
                str(self.pp), "--micro-batch-size", str(self.micro_batch)]
         if self.distributed_optimizer:

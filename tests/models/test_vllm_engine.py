@@ -22,6 +22,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(REPO / "tests" / "training"))
+
+from launch import free_port  # noqa: E402
 
 from megatron_dsm.models.hf_convert import hf_tensor_names  # noqa: E402
 from vllm_worker import cfg  # noqa: E402
@@ -34,8 +37,9 @@ pytestmark = pytest.mark.multiproc
 def _run(tmp: Path, *args) -> list[dict]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                        "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
                         str(WORKER), "--out", str(tmp), *args], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, start_new_session=True)
     assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-6000:])
     return [json.loads((tmp / f"rank_{r}.json").read_text()) for r in range(2)]
 
@@ -52,6 +56,8 @@ def dp2_vllm2(tmp_path_factory):
 
 def test_greedy_tokens_equal_the_direct_engine_after_refit(tp2_vllm1):
     for r in tp2_vllm1:
+        assert r["trained"]                                 # every weight moved in training
+        assert r["distinct_greedy_tokens"] >= 20            # varied rows, not one repeated token
         assert r["vllm_greedy"] == r["direct_greedy"]
         assert all(len(c) == 16 for c in r["vllm_greedy"])
     assert tp2_vllm1[0]["vllm_greedy"] == tp2_vllm1[1]["vllm_greedy"]   # one TP group, one batch

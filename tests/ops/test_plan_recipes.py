@@ -13,15 +13,18 @@ RECIPES = ("deepseekmath_base_7b.yaml", "deepseekmath_instruct_7b.yaml", "deepse
 
 # What each run must give: None when the recipe fits as it is, else the
 # layout named (its flags).  Hand-checked: RL at 1 node has 512 responses
-# per rank (KV cache 120 GiB at TP=4); at 16 nodes DP=32 does not divide the
-# 16 questions per step, TP=8 gives DP=16.
+# per rank (KV cache 120 GiB at TP=4); training TP=1 (DP=8, 128 rows per
+# rank, their KV cache 30 GiB at vLLM's own TP=4) fits with the optimizer
+# sharded and micro batch 2 (test_plan.py::test_search_order has the
+# numbers); at 16 nodes DP=32 does not divide the 16 questions per step,
+# TP=8 gives DP=16.
 EXPECTED = {
     ("deepseekmath_base_7b.yaml", 1): None, ("deepseekmath_base_7b.yaml", 4): None,
     ("deepseekmath_base_7b.yaml", 16): None,
     ("deepseekmath_instruct_7b.yaml", 1): None, ("deepseekmath_instruct_7b.yaml", 4): None,
     ("deepseekmath_instruct_7b.yaml", 16): None,
-    ("deepseekmath_rl_7b.yaml", 1): "--tensor-model-parallel-size 4 --pipeline-model-parallel-size 1 "
-                                    "--micro-batch-size 4 --rollout-batch 128",
+    ("deepseekmath_rl_7b.yaml", 1): "--tensor-model-parallel-size 1 --pipeline-model-parallel-size 1 "
+                                    "--micro-batch-size 2 --use-distributed-optimizer",
     ("deepseekmath_rl_7b.yaml", 4): None,
     ("deepseekmath_rl_7b.yaml", 16): "--tensor-model-parallel-size 8 --pipeline-model-parallel-size 1 "
                                      "--micro-batch-size 4",
