@@ -528,8 +528,21 @@ def all_reduce_values(values: list, *, op=None, group=None, dtype: torch.dtype =
     return t.tolist()
 
 
+_BEFORE_DESTROY: list = []
+
+
+def before_destroy(callback) -> None:
+    """Have ``destroy_distributed`` call ``callback`` first, while the process
+    groups still exist (a colocated inference engine with groups of its own:
+    vLLM tears them down itself)."""
+    _BEFORE_DESTROY.append(callback)
+
+
 def destroy_distributed() -> None:
     from megatron.core import parallel_state
+
+    while _BEFORE_DESTROY:
+        _BEFORE_DESTROY.pop()()
 
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()

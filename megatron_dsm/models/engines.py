@@ -69,6 +69,7 @@ def engine_for(kind: str, model, *, model_cfg=None, pad_id: int = 0, vocab_size:
         if "engine" not in _VLLM:
             _VLLM["engine"] = VLLMRolloutEngine(model, model_cfg, pad_id=pad_id, vocab_size=vocab_size,
                                                 decode=decode, options=opts)
+            platform.before_destroy(_close_vllm)
         return _VLLM["engine"]
     kw = dict(pad_id=pad_id, vocab_size=vocab_size, decode=decode)
     engine = MegatronRolloutEngine(model, **kw) if kind == "megatron" else DirectRolloutEngine(model, **kw)
@@ -76,6 +77,12 @@ def engine_for(kind: str, model, *, model_cfg=None, pad_id: int = 0, vocab_size:
         return engine
     return Admitted(engine, max_rows=max_rows, kv_cache_bytes=None if kv_cache_gib is None
                     else int(kv_cache_gib * 2**30))
+
+
+def _close_vllm() -> None:
+    engine = _VLLM.pop("engine", None)
+    if engine is not None:
+        engine.close()
 
 
 def kv_rows(model, budget_bytes: int, total_tokens: int) -> int:

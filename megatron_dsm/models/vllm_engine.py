@@ -286,6 +286,14 @@ class VLLMRolloutEngine(RolloutEngine):
         self.last_refit_seconds = time.perf_counter() - t0
         self.refits += 1
 
+    def close(self) -> None:
+        """Shut vLLM down while the process groups exist (it destroys its own
+        groups and, under torchrun, the default one: call it when the run
+        ends, before ``platform.destroy_distributed`` would)."""
+        if self.llm is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+
     def release(self) -> None:
         """Free the engine's accelerator memory until the next refit (GPU
         sleep mode; nothing to free on the CPU backend)."""

@@ -26,6 +26,8 @@ CASES = {
     "grpo_memory": (["--layers", "2", "--hidden", "64", "--max-new", "6", "--steps", "1"],
                     rf"ratio ppo/grpo={NUM}$"),
     "grpo_vs_trl": ([], rf"ratio project/trl={NUM}$"),
+    "rollout_engines": (["--prompts", "2", "--layers", "2", "--repeats", "1", "--new-tokens", "8"],
+                        rf"^rollout samples/s direct={NUM} megatron=[0-9.]+ vllm=[0-9.]+$"),
 }
 
 
