@@ -187,13 +187,11 @@ class ReferenceModel:
     def resident(self, *, changed: bool = False):
         """The weights on the device for the ``with`` body; ``changed``: the
         body writes them (the host copy is refreshed when parked again)."""
-        if self.parked is not None:
-            self.parked.unpark()
-        try:
+        if self.parked is None:
             yield self.model
-        finally:
-            if self.parked is not None:
-                self.parked.park(copy=changed)
+            return
+        with self.parked.resident(changed=changed):
+            yield self.model
 
     @torch.no_grad()
     def reset_to(self, policy) -> None:

@@ -1,7 +1,8 @@
 """Memory off the accelerator while it is not needed: the training state
 during rollouts, frozen models between their passes.
 
-``ParkedStorage`` parks tensors: their storages' bytes go to a host copy
+``ParkedStorage`` parks tensors (``resident()`` around a frozen model's
+passes): their storages' bytes go to a host copy
 (pinned on a GPU host) and the device storage is resized to zero; unparking
 resizes it back and copies the bytes in.  Tensor objects, views and shapes
 stay as they were, so a module, an optimizer or ``DirectDecoder``'s bound
@@ -85,6 +86,17 @@ class ParkedStorage:
             _byte_view(storage, device).copy_(host, non_blocking=True)
         platform.synchronize()
         self.parked = False
+
+    @contextlib.contextmanager
+    def resident(self, *, changed: bool = False):
+        """On the device for the ``with`` body, parked again after it: how a
+        frozen model (the reference, a reward model) lives between its passes.
+        ``changed``: the body writes the tensors (the host copy is refreshed)."""
+        self.unpark()
+        try:
+            yield
+        finally:
+            self.park(copy=changed)
 
 
 def optimizer_state_tensors(optimizer, model) -> list[torch.Tensor]:
