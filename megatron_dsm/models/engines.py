@@ -70,6 +70,8 @@ def engine_for(kind: str, model, *, model_cfg=None, pad_id: int = 0, vocab_size:
             _VLLM["engine"] = VLLMRolloutEngine(model, model_cfg, pad_id=pad_id, vocab_size=vocab_size,
                                                 decode=decode, options=opts)
             platform.before_destroy(_close_vllm)
+        elif _VLLM["engine"].cfg != model_cfg:
+            raise GenerationError("one vLLM engine per process: it was built for another model shape")
         return _VLLM["engine"]
     kw = dict(pad_id=pad_id, vocab_size=vocab_size, decode=decode)
     engine = MegatronRolloutEngine(model, **kw) if kind == "megatron" else DirectRolloutEngine(model, **kw)

