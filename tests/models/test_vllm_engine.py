@@ -8,7 +8,9 @@ vLLM samples what the project's own engines sample.
   every slice of every parameter reaches vLLM (each perturbed alone changes
   the rollout);
 * training TP=1 x DP=2, vLLM TP=2 (one instance across two data-parallel
-  ranks with different questions): each rank gets its own rows, right.
+  ranks with different questions): each rank gets its own rows, right
+  (``slow``; vLLM TP=2 at training TP=2 runs by default in
+  tests/examples/test_gpu_rl_smoke_script.py).
 
 The worker (vllm_worker.py) builds one vLLM engine per process and runs
 every check with it (vLLM starts in about 20 s)."""
@@ -97,6 +99,7 @@ def test_tp2_training_splits_questions_between_vllm_instances(tp2_vllm1):
     assert sorted(r["requests_run"] for r in tp2_vllm1) == [2, 3]
 
 
+@pytest.mark.slow        # vLLM TP=2 itself runs by default in gpu_rl_smoke.sh --cpu-check
 def test_vllm_tp2_over_two_data_parallel_ranks(dp2_vllm2):
     r0, r1 = dp2_vllm2
     assert r0["prompts"] == 5 and r1["prompts"] == 2
