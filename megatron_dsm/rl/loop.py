@@ -5,15 +5,14 @@ One step of ``RLStage`` is one exploration stage:
 1. take B questions (the data position is checkpointed) and sample G
    outputs each from pi_theta (or, for an algorithm that ``samples_from_initial``,
    from the frozen initial model) with the shared KV-cached sampler
-   (``rl.sampler``; all TP ranks sample the same tokens);
+   (``rl.sampler``; all TP ranks sample the same tokens), inside
+   ``sampling()``: gradient buffers and optimizer state parked off the
+   accelerator (``--offload-training-state``), a vLLM engine refitted from
+   the policy first and its memory released after (it sleeps on a GPU);
 2. reward every output (``rl.rewards``: grader, sandbox, ORM, PRM);
 3. advantages from the algorithm (``rl.algorithms``: a registry by name,
    the built-ins in ``rl.builtin_algorithms``); groups whose rewards are all
    equal are counted ("zero-spread fraction");
-   The rollout runs inside ``sampling()``: gradient buffers and optimizer
-   state parked off the accelerator (``--offload-training-state``), the
-   engine's memory released after it (vLLM sleeps on a GPU); a vLLM engine
-   is refitted from the policy first;
 4. pi_old log-probs: with one update per stage (the paper's setting)
    pi_old = pi_theta, so rho = exp(logp - logp.detach()) = 1 with the
    gradient of pi_theta and no extra forward; an algorithm that
