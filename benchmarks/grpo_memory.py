@@ -1,11 +1,19 @@
 #!/usr/bin/env python
-"""Peak memory of a GRPO step vs a PPO-with-critic step of the same size.
+"""Peak memory of a GRPO step, with and without the memory orchestration
+around rollouts, and of a PPO-with-critic step of the same size.
 
 The paper's case for GRPO (section 4.1): PPO trains a value model as large
 as the policy; GRPO takes its baseline from the group mean and needs none.
-Both runs here use the same policy shape, the same rollout (B questions x G
+All runs use the same policy shape, the same rollout (B questions x G
 outputs, same lengths), the same in-process reference model and the same
-loop (``RLLoop``); PPO adds ``rl.ppo.Critic`` (value model + its optimizer).
+loop (``RLStage``); PPO adds ``rl.ppo.Critic`` (value model + its optimizer).
+``grpo-offload`` is GRPO with ``--offload-training-state`` (gradient buffers
+and optimizer state parked during rollouts) and ``--offload-reference`` (the
+reference's weights in host memory between its passes).  On a GPU that moves
+them off the device; on a CPU host the parked bytes stay in host memory (the
+gradient buffers are freed, the optimizer state and reference weights are
+copied out and their storage freed), so the CPU figure shows what the
+orchestration costs, not what it saves.
 
 Each setting runs in its own process (so one's peak cannot hide the
 other's).  On GPU the figure is ``platform.max_memory_allocated``; on CPU it
@@ -34,7 +42,12 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def worker(algorithm: str, a) -> dict:
+SETTINGS = {"grpo": ("grpo", []),
+            "grpo-offload": ("grpo", ["--offload-training-state", "--offload-reference"]),
+            "ppo": ("ppo", [])}
+
+
+def worker(setting: str, a) -> dict:
     import torch  # noqa: F401
 
     from megatron_dsm import platform
@@ -47,6 +60,7 @@ def worker(algorithm: str, a) -> dict:
     from megatron_dsm.training.loop import Trainer
 
     base = rss_mb()
+    algorithm, extra = SETTINGS[setting]
     n = a.prompts * a.group
     argv = ["--num-layers", str(a.layers), "--hidden-size", str(a.hidden),
             "--num-attention-heads", "8", "--ffn-hidden-size", str(a.hidden * 4),
@@ -55,7 +69,7 @@ def worker(algorithm: str, a) -> dict:
             "--global-batch-size", str(n), "--train-iters", str(a.steps), "--log-interval", "1000",
             "--algorithm", algorithm, "--prompts-per-step", str(a.prompts),
             "--group-size", str(a.group), "--max-new-tokens", str(a.max_new),
-            "--beta", "0.04", "--task-train-size", "200", "--task-heldout-size", "10"]
+            "--beta", "0.04", "--task-train-size", "200", "--task-heldout-size", "10", *extra]
     train, model_cfg, rl = parse_args(argv, extra=RLConfig)
     tok = build_tokenizer("byte")
     tr_p, _ = toy_items(rl)
@@ -66,7 +80,7 @@ def worker(algorithm: str, a) -> dict:
     lens = []
     trainer.fit(stage, on_step=lambda it, fields: lens.append(fields["response length"]))
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {"algorithm": algorithm, "params": model_cfg.num_parameters(),
+    out = {"setting": setting, "params": model_cfg.num_parameters(),
            "responses_per_step": n, "mean_response_length": sum(lens) / len(lens),
            "device": platform.device_name()}
     if platform.cuda_available():
@@ -80,7 +94,7 @@ def worker(algorithm: str, a) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--worker", choices=["grpo", "ppo"])
+    ap.add_argument("--worker", choices=sorted(SETTINGS))
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--prompts", type=int, default=4)
@@ -96,19 +110,19 @@ def main() -> int:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
                PYTHONWARNINGS="ignore")
     env.pop("WORLD_SIZE", None)
-    for algo in ("grpo", "ppo"):
-        cmd = [sys.executable, __file__, "--worker", algo] + sys.argv[1:]
+    for setting in SETTINGS:
+        cmd = [sys.executable, __file__, "--worker", setting] + sys.argv[1:]
         p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         line = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
         if p.returncode != 0 or not line:
-            print(f"error: {algo} worker failed:\n{p.stderr[-3000:]}", file=sys.stderr)
+            print(f"error: {setting} worker failed:\n{p.stderr[-3000:]}", file=sys.stderr)
             return 1
-        res[algo] = json.loads(line[-1][7:])
-        print(json.dumps(res[algo]), flush=True)
-    g, p_ = res["grpo"]["peak_mb"], res["ppo"]["peak_mb"]
-    print(f"grpo_step_peak_mb={g:.1f} ppo_critic_step_peak_mb={p_:.1f} "
+        res[setting] = json.loads(line[-1][7:])
+        print(json.dumps(res[setting]), flush=True)
+    g, o, p_ = (res[k]["peak_mb"] for k in ("grpo", "grpo-offload", "ppo"))
+    print(f"grpo_step_peak_mb={g:.1f} grpo_offload_step_peak_mb={o:.1f} ppo_critic_step_peak_mb={p_:.1f} "
           f"params={res['grpo']['params']} responses={res['grpo']['responses_per_step']} "
-          f"measure='{res['grpo']['measure']}' ratio ppo/grpo={p_ / g:.2f}")
+          f"measure='{res['grpo']['measure']}' ratio offload/grpo={o / g:.2f} ratio ppo/grpo={p_ / g:.2f}")
     return 0
 
 

@@ -70,6 +70,13 @@ def max_memory_allocated() -> int:
     return 0
 
 
+def empty_cache() -> None:
+    """Hand the caching allocator's free blocks back to the device (for a
+    colocated engine that allocates outside it); nothing to do on CPU."""
+    if cuda_available():
+        torch.cuda.empty_cache()
+
+
 def reset_peak_memory() -> None:
     if cuda_available():
         torch.cuda.reset_peak_memory_stats()
@@ -589,8 +596,21 @@ def all_reduce_values(values: list, *, op=None, group=None, dtype: torch.dtype =
     return t.tolist()
 
 
+_BEFORE_DESTROY: list = []
+
+
+def before_destroy(callback) -> None:
+    """Have ``destroy_distributed`` call ``callback`` first, while the process
+    groups still exist (a colocated inference engine with groups of its own:
+    vLLM tears them down itself)."""
+    _BEFORE_DESTROY.append(callback)
+
+
 def destroy_distributed() -> None:
     from megatron.core import parallel_state
+
+    while _BEFORE_DESTROY:
+        _BEFORE_DESTROY.pop()()
 
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()

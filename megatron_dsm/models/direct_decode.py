@@ -25,7 +25,7 @@ against ``generation.generate``.
 
 Scope: what ``models.gpt.build_model`` builds (local or transformer-engine
 spec), PP=1, no sequence parallelism.  ``unsupported_reason`` names the first
-setting outside that; ``engine_for`` then falls back to the megatron-core path.
+setting outside that; ``engines.engine_for`` then falls back to the megatron-core path.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from megatron_dsm import platform
-from megatron_dsm.models.generation import (GenerationError, MegatronRolloutEngine, RolloutEngine,
+from megatron_dsm.models.generation import (GenerationError, RolloutEngine,
                                             SamplingParams, attention_mask, generate)
 from megatron_dsm.models.gpt import unwrap, whole_model_reason
 
@@ -336,22 +336,11 @@ class DirectRolloutEngine(RolloutEngine):
         return out
 
 
-ENGINES = ("auto", "direct", "megatron")
-
-
 def direct_by_default(model) -> bool:
-    """What ``auto`` picks: the direct path where it supports the model and
-    the model lives on the CPU (measured there; on a GPU the transformer-engine
-    spec has not been checked against it yet, so megatron-core keeps the job)."""
+    """The direct path where it supports the model and the model lives on the
+    CPU (measured there; on a GPU the transformer-engine spec has not been
+    checked against it yet, so megatron-core or vLLM keeps the job): what
+    ``engines.auto_engine`` picks without vLLM on a GPU."""
     m = unwrap(model)
     on_cpu = all(p.device.type == "cpu" for p in m.parameters())
     return on_cpu and unsupported_reason(m) is None
-
-
-def engine_for(kind: str, model, **kw) -> RolloutEngine:
-    """The rollout engine ``kind`` names; ``auto``: see ``direct_by_default``."""
-    if kind not in ENGINES:
-        raise GenerationError(f"unknown rollout engine {kind!r}; choose one of {ENGINES}")
-    if kind == "megatron" or (kind == "auto" and not direct_by_default(model)):
-        return MegatronRolloutEngine(model, **kw)
-    return DirectRolloutEngine(model, **kw)

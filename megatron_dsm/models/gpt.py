@@ -159,9 +159,10 @@ def _param_seed(seed: int, key: str, index: tuple[int, ...]) -> int:
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
-def _sharded_tensors(model):
-    """Yield (ShardedTensor, local tensor) pairs for every parameter, with
-    megatron-core's factories (e.g. the SwiGLU fc1 split) built out."""
+def sharded_parameters(model):
+    """Yield the ShardedTensor of every parameter (``.data``: this rank's
+    slice, a view of the live parameter), with megatron-core's factories
+    (e.g. the SwiGLU fc1 split) built out: the layout dist_checkpointing saves."""
     from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
     from megatron.core.dist_checkpointing.dict_utils import nested_values
 
@@ -197,7 +198,7 @@ def layout_independent_init(model, seed: int, std: float, num_layers: int) -> No
     std / sqrt(2 * num_layers).
     """
     out_std = std / math.sqrt(2.0 * num_layers)
-    for st in _sharded_tensors(model):
+    for st in sharded_parameters(model):
         pre = st.prepend_axis_num
         index = tuple(st.global_offset[:pre])
         full_shape = tuple(st.global_shape[pre:])

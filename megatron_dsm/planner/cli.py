@@ -23,10 +23,6 @@ from megatron_dsm.planner.report import render
 from megatron_dsm.planner.search import Cluster, first_fit, judge
 from megatron_dsm.planner.stages import STAGES, Layout, Recipe, infer_stage, load_recipe
 
-PLANNER_ONLY = ("a planner option: the training code has no flag for it yet (a later "
-                "change adds it)")
-
-
 @dataclasses.dataclass
 class PlanConfig:
     nodes: int = field(1, help="nodes")
@@ -36,8 +32,6 @@ class PlanConfig:
                               help="stage (default: the YAML's rl:, sft: or rm: section, else pretrain)")
     reserve: float = field(0.1, help="share of GPU memory kept for the CUDA context, NCCL buffers, "
                                      "workspaces and allocator fragmentation")
-    rollout_batch: int | None = field(None, help="RL: rows sampled at once per rank (default: all "
-                                                 "B/DP x G); " + PLANNER_ONLY)
     search: bool = field(True, help="name the first layout that fits when the given one does not")
 
     def __post_init__(self):
@@ -48,8 +42,6 @@ class PlanConfig:
             raise ConfigError(f"--gpu-memory must be > 0 GiB, got {self.gpu_memory}")
         if not 0 <= self.reserve < 1:
             raise ConfigError(f"--reserve must be in [0, 1), got {self.reserve}")
-        if self.rollout_batch is not None and self.rollout_batch < 1:
-            raise ConfigError(f"--rollout-batch must be >= 1, got {self.rollout_batch}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,10 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def given_layout(recipe: Recipe, plan: PlanConfig) -> Layout:
     """The layout the stage would run: its TP, PP, micro batch, distributed
-    optimizer and full recompute as its training config has them, plus the
-    planner-only rollout batch (from the stage's config once it has one)."""
+    optimizer and full recompute as its training config has them, and RL's
+    rollout batch."""
     t = recipe.train
-    rollout = plan.rollout_batch or getattr(recipe.extra, "rollout_batch", None)
+    rollout = getattr(recipe.extra, "rollout_batch", None)
     full = t.recompute_granularity == "full"
     return Layout(t.tensor_model_parallel_size, t.pipeline_model_parallel_size, t.micro_batch_size,
                   distributed_optimizer=t.use_distributed_optimizer, recompute=full,
@@ -85,8 +77,6 @@ def plan(argv: list[str], defaults: dict | None = None) -> tuple[str, int]:
     ns, rest = build_parser().parse_known_args(argv)
     cfg = from_namespace(PlanConfig, ns, defaults)
     stage = cfg.stage or infer_stage(ns.config)
-    if cfg.rollout_batch is not None and stage != "rl":
-        raise ConfigError(f"--rollout-batch is for the rl stage, not {stage}")
     recipe = load_recipe(stage, (["--config", ns.config] if ns.config else []) + rest)
     cluster = Cluster(cfg.nodes, cfg.gpus_per_node, cfg.gpu_memory, cfg.reserve)
     layout = given_layout(recipe, cfg)

@@ -35,13 +35,17 @@ s·b·v/t plus the fp32 copy the vocab-parallel cross entropy saves (RL's
 log-probs also clone it: 10 bytes per logit).
 
 RL adds, per rank: the KV cache of the rollout batch, L x 2 x rows x s x
-(g/t) x d x 2 bytes (rows = B/DP x G, or the rollout batch); one layer's
+(g/t) x d x 2 bytes (rows = B/DP x G, or the rollout batch; t is vLLM's own
+TP with the vllm engine, and a KV budget caps it); with vLLM (``vllm``, or
+``auto``, which picks it on a GPU where it is installed) its own copy of the
+weights, params x 2 bytes / vLLM TP, during rollouts; one layer's
 prefill working set rows x prompt x (3h + 3f/t) x 2 bytes; the last
 column's full-vocabulary logits rows x v x 10 bytes; the reference model's
 bf16 weights (only during its pass with ``offload_reference``); a reward
 model's weights (reward orm/prm/mixed; only while scoring the rollout with
 ``offload_reward_model``; with in-process RM updates, its whole training
-state); PPO's critic states.
+state); PPO's critic states.  With ``offload_training_state`` the policy's
+gradients and optimizer state are off the GPU during rollouts.
 """
 
 from __future__ import annotations
@@ -166,17 +170,22 @@ def logits_bytes(recipe: Recipe, layout: Layout, facts: Facts) -> int:
 
 
 def add_states(est: Estimate, label: str, params: dict[str, int], recipe: Recipe,
-               layout: Layout, facts: Facts, columns: dict[str, str]) -> None:
+               layout: Layout, facts: Facts, columns: dict[str, str],
+               parked: tuple[str, ...] = ()) -> None:
     """Weights, gradient buffer and optimizer rows of a trained model;
-    ``columns`` maps each estimate column to a key of ``params``."""
+    ``columns`` maps each estimate column to a key of ``params``; in the
+    ``parked`` columns gradients and optimizer state are off the GPU."""
     parts = {c: state_bytes(params[k], bf16=recipe.bf16, distributed=layout.distributed_optimizer,
                             dp=facts.dp) for c, k in columns.items()}
     dtype = "bf16" if recipe.bf16 else "fp32"
     opt = "fp32 master + Adam m, v" if recipe.bf16 else "Adam m, v"
     shard = f", sharded over DP={facts.dp}" if layout.distributed_optimizer else ""
+    off = f"; off the GPU in {', '.join(parked)}" if parked else ""
     est.add(f"{label}weights ({dtype})", {c: p[0] for c, p in parts.items()})
-    est.add(f"{label}gradients (fp32 buffer)", {c: p[1] for c, p in parts.items()})
-    est.add(f"{label}optimizer ({opt}{shard})", {c: p[2] for c, p in parts.items()})
+    est.add(f"{label}gradients (fp32 buffer{off})",
+            {c: p[1] for c, p in parts.items() if c not in parked})
+    est.add(f"{label}optimizer ({opt}{shard}{off})",
+            {c: p[2] for c, p in parts.items() if c not in parked})
 
 
 def estimate(recipe: Recipe, layout: Layout, facts: Facts) -> Estimate:
@@ -224,7 +233,8 @@ def estimate_rl(recipe: Recipe, layout: Layout, facts: Facts) -> Estimate:
     cols = ("rollout", "reference", "train") if has_ref else ("rollout", "train")
     params = stage_params(recipe.model, layout.tp, 1)["all"]
     est = Estimate(cols, params=params)
-    add_states(est, "policy ", {"all": params}, recipe, layout, facts, {c: "all" for c in cols})
+    add_states(est, "policy ", {"all": params}, recipe, layout, facts, {c: "all" for c in cols},
+               parked=("rollout",) if rl.offload_training_state else ())
     add_rollout(est, recipe, layout, facts)
     frozen = params * width(recipe)
     if has_ref:
@@ -243,15 +253,29 @@ def estimate_rl(recipe: Recipe, layout: Layout, facts: Facts) -> Estimate:
     return est
 
 
+def uses_vllm(recipe: Recipe) -> bool:
+    """vllm, or auto: what ``auto`` picks on a GPU where vLLM is installed (the Docker image)."""
+    return recipe.rl.rollout_engine in ("vllm", "auto")
+
+
 def add_rollout(est: Estimate, recipe: Recipe, layout: Layout, facts: Facts) -> None:
-    """KV cache, prefill working set and sampling logits of the rows sampled at once."""
-    model, tp, w = recipe.model, layout.tp, width(recipe)
+    """The engine's own weights (vLLM), KV cache, prefill working set and
+    sampling logits of the rows sampled at once."""
+    rl, model, tp, w = recipe.rl, recipe.model, layout.tp, width(recipe)
+    if uses_vllm(recipe):
+        tp = rl.vllm_tensor_parallel_size
+        est.add(f"vLLM weights ({'bf16' if recipe.bf16 else 'fp32'}, vLLM TP={tp}; freed outside rollouts)",
+                {"rollout": model.num_parameters(layout.tp) * w // tp})
     rows = layout.rollout_batch or facts.rows_per_rank
     s = model.seq_length
-    prompt = max(s - recipe.rl.max_new_tokens, 1)
+    prompt = max(s - rl.max_new_tokens, 1)
     d = model.hidden_size // model.num_attention_heads
-    kv = model.num_layers * 2 * rows * s * (model.kv_heads // tp) * d * w
-    est.add(f"KV cache ({rows} rows x {s} tokens)", {"rollout": kv})
+    kv = model.num_layers * 2 * rows * s * max(model.kv_heads // tp, 1) * d * w
+    budget = f"{rows} rows x {s} tokens"
+    if rl.rollout_kv_cache_gib:
+        kv = min(kv, int(rl.rollout_kv_cache_gib * GiB))
+        budget += f", at most the {rl.rollout_kv_cache_gib:g} GiB budget"
+    est.add(f"KV cache ({budget})", {"rollout": kv})
     est.add(f"prefill working set ({rows} rows x {prompt} prompt tokens, 1 layer)",
             {"rollout": forward_working_bytes(recipe, tp, rows * prompt)})
     est.add("sampling logits (full vocabulary, last column)",

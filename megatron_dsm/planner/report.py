@@ -95,9 +95,6 @@ def layout_block(recipe: Recipe, v: Verdict, cluster: Cluster, title: str) -> li
         out.append(f"  does not fit: {v.error}")
         return out
     out += [rules(recipe, v)] + table(v, cluster)
-    if v.layout.planner_only:
-        out.append(f"  note: {', '.join(v.layout.planner_only)}: modelled by the planner; the "
-                   f"training code has no flag for it yet (a later change adds it)")
     return out
 
 

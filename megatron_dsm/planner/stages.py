@@ -31,8 +31,7 @@ class Layout:
     ``distributed_optimizer`` and ``recompute`` (full activation
     recomputation, ``recompute_method`` / ``recompute_num_layers`` as
     megatron-core reads them) are the training options of the same names;
-    ``rollout_batch`` is modelled by the planner only (a later change adds it
-    to the RL stage)."""
+    ``rollout_batch`` is the RL stage's ``--rollout-batch``."""
 
     tp: int
     pp: int
@@ -43,13 +42,8 @@ class Layout:
     recompute_method: str = "uniform"
     recompute_num_layers: int = 1
 
-    @property
-    def planner_only(self) -> tuple[str, ...]:
-        """The options this layout uses that the training code does not have yet."""
-        return ("rollout batch",) if self.rollout_batch is not None else ()
-
     def flags(self) -> list[str]:
-        """Command-line flags that select this layout (tool flags, then planner-only ones)."""
+        """Command-line flags of the stage tool that select this layout."""
         out = ["--tensor-model-parallel-size", str(self.tp), "--pipeline-model-parallel-size",
                str(self.pp), "--micro-batch-size", str(self.micro_batch)]
         if self.distributed_optimizer:

@@ -73,6 +73,7 @@ class RFT(Algorithm):
     0 on wrong outputs)."""
 
     samples_from_initial = True
+    per_token_advantages = False
 
     def advantages(self, rollout, step_rewards):
         return alg.rft_coefficient(rollout.correct), None

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from megatron_dsm.config import ConfigError, field, options
+from megatron_dsm.models.engines import ENGINES
 from megatron_dsm.rl.algorithms import AGG_MODES, KL_ESTIMATORS, algorithm_names, get_algorithm
 
 REWARDS = ("rule", "pot", "orm", "prm", "mixed", "arith-steps")
@@ -41,8 +42,23 @@ class RLConfig:
     top_p: float = field(1.0, help="nucleus sampling")
     rollout_engine: str = field("auto", help="sampler: direct (module-free forward over the policy's "
                                 "weights), megatron (GPTModel.forward + StaticInferenceContext), "
-                                "auto (direct for a CPU model it supports)",
-                                choices=("auto", "direct", "megatron"))
+                                "vllm (colocated, refitted from the policy before each rollout), "
+                                "auto (vllm on a GPU where installed, else direct for a CPU model "
+                                "it supports, else megatron)", choices=ENGINES)
+    rollout_batch: int | None = field(None, help="rows decoded at once per rank (direct/megatron: the "
+                                      "rollout in chunks; vllm: max_num_seqs); default all")
+    rollout_kv_cache_gib: float | None = field(None, help="KV-cache budget per rank, GiB: vLLM's KV "
+                                               "cache; direct/megatron admit the rows it holds at once "
+                                               "(default: vLLM 1 GiB on CPU, its memory share on a GPU; "
+                                               "the other engines all rows)")
+    vllm_tensor_parallel_size: int = field(1, help="vllm: its own TP size (divides or is a multiple "
+                                           "of the training TP size)")
+    vllm_gpu_memory_utilization: float = field(0.5, help="vllm on a GPU: its share of the GPU "
+                                               "(weights + KV cache), beside the training state")
+    offload_training_state: bool = field(False, help="gradient buffers and optimizer state off the "
+                                         "accelerator during rollouts (training/offload.py)")
+    tis_cap: float = field(0.0, help="truncated importance sampling: weight each token's policy loss "
+                           "by min(pi_old / pi_sampler, cap) (0: off)")
     pack_prompts: bool = field(True, help="policy forward/backward with each distinct prompt of a "
                                "micro-batch run once (rl/packing.py; the row layout where the "
                                "model does not support it)")
@@ -122,10 +138,28 @@ class RLConfig:
         if self.rm_update_iters and self.offload_reward_model:
             raise ConfigError("rl: --offload-reward-model keeps a frozen reward model off the "
                               "accelerator; with --rm-update-iters the reward model trains in process")
+        self._check_rollout()
         if not 0.0 <= self.rm_replay < 1.0:
             raise ConfigError(f"rl: rm_replay must be in [0, 1), got {self.rm_replay}")
         if self.rm_shepherd_samples < 1 or self.rm_refresh_questions < 0:
             raise ConfigError("rl: rm_shepherd_samples must be >= 1 and rm_refresh_questions >= 0")
+
+    def _check_rollout(self) -> None:
+        if self.rollout_batch is not None and self.rollout_batch < 1:
+            raise ConfigError(f"rl: rollout_batch must be >= 1, got {self.rollout_batch}")
+        if self.rollout_kv_cache_gib is not None and self.rollout_kv_cache_gib <= 0:
+            raise ConfigError(f"rl: rollout_kv_cache_gib must be > 0, got {self.rollout_kv_cache_gib}")
+        if self.vllm_tensor_parallel_size < 1:
+            raise ConfigError(f"rl: vllm_tensor_parallel_size must be >= 1, got "
+                              f"{self.vllm_tensor_parallel_size}")
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            raise ConfigError(f"rl: vllm_gpu_memory_utilization must be in (0, 1], got "
+                              f"{self.vllm_gpu_memory_utilization}")
+        if self.tis_cap < 0:
+            raise ConfigError(f"rl: tis_cap must be >= 0 (0: off), got {self.tis_cap}")
+        if self.tis_cap and not get_algorithm(self.algorithm).per_token_advantages:
+            raise ConfigError(f"rl: tis_cap weights per-token advantages; {self.algorithm} has a "
+                              "per-sample coefficient")
 
     # Layout rules of the RL loop, here so that the loop (rl/run.py,
     # rl/loop.py) and the planner (tools/plan.py) check the same thing.

@@ -5,7 +5,10 @@ One step of ``RLStage`` is one exploration stage:
 1. take B questions (the data position is checkpointed) and sample G
    outputs each from pi_theta (or, for an algorithm that ``samples_from_initial``,
    from the frozen initial model) with the shared KV-cached sampler
-   (``rl.sampler``; all TP ranks sample the same tokens);
+   (``rl.sampler``; all TP ranks sample the same tokens), inside
+   ``sampling()``: gradient buffers and optimizer state parked off the
+   accelerator (``--offload-training-state``), a vLLM engine refitted from
+   the policy first and its memory released after (it sleeps on a GPU);
 2. reward every output (``rl.rewards``: grader, sandbox, ORM, PRM);
 3. advantages from the algorithm (``rl.algorithms``: a registry by name,
    the built-ins in ``rl.builtin_algorithms``); groups whose rewards are all
@@ -18,6 +21,11 @@ One step of ``RLStage`` is one exploration stage:
    reference copy (``rollout.ReferenceModel``) when the algorithm
    ``needs_reference``;
 5. mu updates through ``Trainer.train_step`` with the algorithm's loss.
+   The training log-probs are megatron-core's (vocab-parallel cross
+   entropy); the sampler's log-probs of the same tokens are compared with
+   them every step ("logprob mismatch": mean and max |difference|), and
+   with ``--tis-cap C`` each token's policy loss is weighted by
+   min(pi_old / pi_sampler, C) (truncated importance sampling).
 
 Every ``rl_iteration_steps`` steps an RL iteration ends: the iteration hooks
 run (iterative RL: new reward-model data from the grader, RM training with
@@ -27,6 +35,7 @@ the stage's evaluation (``--rl-eval-interval``), in the step's log line.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import time
@@ -42,8 +51,9 @@ from megatron_dsm.rl import algorithms as alg
 from megatron_dsm.rl import packing
 from megatron_dsm.rl.config import RLConfig
 from megatron_dsm.rl.rollout import (Item, ReferenceModel, Rollout, RolloutBatch, build_batch,
-                                     layout_logprobs, response_logprobs_chunked)
-from megatron_dsm.rl.sampler import PolicySampler, data_parallel
+                                     layout_logprobs, response_logprobs_chunked, response_matrix)
+from megatron_dsm.rl.sampler import PolicySampler, data_parallel, engine_options
+from megatron_dsm.training.offload import TrainingStateOffload
 from megatron_dsm.training.stage import Stage, StepResult, loss_count, mean_metric
 
 
@@ -123,6 +133,7 @@ class RLStage(Stage):
         # the algorithm's own models first (PPO's critic): model builds draw on the seeded RNG
         self.algorithm.setup(trainer)
         self.vocab_size = trainer.model_cfg.vocab_size
+        self.offload = TrainingStateOffload(trainer.model, trainer.optimizer)
         self.sampler = self._sampler(trainer.model)
         # the policy's log-probs in training: each distinct prompt once where the model allows it
         self.packing = cfg.pack_prompts and packing.unsupported_reason(trainer.model) is None
@@ -145,7 +156,22 @@ class RLStage(Stage):
                 setup(trainer)
 
     def _sampler(self, model) -> PolicySampler:
-        return PolicySampler(self.cfg.rollout_engine, model, self.tok, vocab_size=self.vocab_size)
+        return PolicySampler(self.cfg.rollout_engine, model, self.tok, vocab_size=self.vocab_size,
+                             model_cfg=self.trainer.model_cfg,
+                             **engine_options(self.cfg, self.trainer.train_cfg.seed))
+
+    @contextlib.contextmanager
+    def sampling(self):
+        """Memory around a phase that samples: the training state off the
+        accelerator (``offload_training_state``), and the engine's memory
+        released afterwards (vLLM's sleep on a GPU)."""
+        with self.offload.offloaded(self.cfg.offload_training_state):
+            try:
+                yield
+            finally:
+                for s in (self.sampler, self.initial_sampler):
+                    if s is not None:
+                        s.release()
 
     def samples_per_step(self, trainer) -> int:
         return self.cfg.prompts_per_step * self.cfg.group_size
@@ -157,7 +183,8 @@ class RLStage(Stage):
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                 top_p=cfg.top_p, n=cfg.group_size, stop_ids=(self.sampler.eod,), seed=seed)
         if self.initial_sampler is not None:
-            return self.initial_sampler.generate(items, params)
+            # weights_from: an engine shared between samplers (vLLM) is refitted from the initial model
+            return self.initial_sampler.generate(items, params, weights_from=self.initial.model)
         return self.sampler.generate(items, params, weights_from=self.trainer.model)
 
     def rollout(self) -> Rollout:
@@ -166,7 +193,8 @@ class RLStage(Stage):
         per = cfg.prompts_per_step // self.dp_size
         items = [self.train_items[i] for i in idx[self.dp_rank * per:(self.dp_rank + 1) * per]]
         seed = self.trainer.train_cfg.seed * 7919 + self.trainer.iteration * 131 + self.dp_rank
-        out = self.sample(items, seed)
+        with self.sampling():
+            out = self.sample(items, seed)
         rows = [it for it in items for _ in range(g)]
         texts = [self.sampler.decode_response(c) for c in out.completions]
         batch = build_batch(out.prompts, out.completions, self.sampler.pad_id)
@@ -177,6 +205,7 @@ class RLStage(Stage):
             lengths = torch.tensor(batch.response_lens, dtype=torch.float32)
             rewards = rewards + alg.overlong_penalty(lengths, cfg.max_new_tokens, cfg.overlong_buffer)
         ro = Rollout(batch, texts, rows, rewards, correct, out.seconds, out.new_tokens)
+        ro.sampler_logprobs = response_matrix(out.logprobs, batch.mask.size(1))
         step_rewards = None
         if self.step_reward is not None:
             def step_rewards():
@@ -197,8 +226,17 @@ class RLStage(Stage):
         mask = mb["mask"].to(logp.device)
         old = mb["old"].to(logp.device) if mb["old"] is not None else logp.detach()
         ref = mb["ref"].to(logp.device) if mb["ref"] is not None else None
-        out = self.algorithm.loss(logp, old, ref, mb["adv"].to(logp.device), mask)
+        adv = mb["adv"].to(logp.device)
+        sampler = mb["sampler"].to(logp.device) if mb["sampler"] is not None else None
+        if sampler is not None and self.cfg.tis_cap:
+            adv = adv * alg.truncated_is_weights(old, sampler, self.cfg.tis_cap)
+        out = self.algorithm.loss(logp, old, ref, adv, mask)
         loss, count, metrics = out if len(out) == 3 else (out[0], loss_count(1), out[1])
+        if sampler is not None:
+            # the sampler's log-probs against megatron-core's, same tokens and weights
+            mean, worst = alg.logprob_mismatch(old, sampler, mask)
+            metrics["logprob mismatch"] = mean_metric(mean * mask.sum(), mask.sum())
+            metrics["logprob mismatch max"] = worst
         # Monte-Carlo entropy: E_{o ~ pi}[-log pi(o)] over the sampled tokens.
         metrics["entropy"] = mean_metric(-alg.masked_sum(logp.detach(), mask), mask.sum())
         return loss, count, metrics
@@ -227,6 +265,7 @@ class RLStage(Stage):
             out.append({"batch": ro.batch.rows(i, i + mbs), "mask": ro.loss_mask[sl],
                         "packed": None if packs is None else packs[k],
                         "adv": ro.advantages[sl],
+                        "sampler": None if ro.sampler_logprobs is None else ro.sampler_logprobs[sl],
                         "old": None if old is None else old[sl],
                         "ref": None if ref is None else ref[sl]})
         return out
@@ -261,6 +300,8 @@ class RLStage(Stage):
             "response length": float(sum(ro.batch.response_lens) / len(ro.batch.response_lens)),
             "zero-spread fraction": ro.zero_spread_fraction,
             "rollout tokens per second": ro.new_tokens / max(ro.rollout_seconds, 1e-9),
+            **({"refit seconds": self.sampler.engine.last_refit_seconds}
+               if hasattr(self.sampler.engine, "last_refit_seconds") else {}),
             "train tokens per second": cfg.inner_updates * ro.batch.num_tokens / train_s,
         }))
         metrics.update(res.metrics)
@@ -281,9 +322,10 @@ class RLStage(Stage):
         ``temperature > 0`` the mean accuracy of ``n`` samples per question
         (pass@1 estimated at that temperature)."""
         items = list(self.heldout_items if items is None else items)[:self.cfg.rl_eval_size]
-        return self.sampler.accuracy(items, self.reward, max_new_tokens=self.cfg.max_new_tokens,
-                                     weights_from=self.trainer.model, temperature=temperature,
-                                     top_p=self.cfg.top_p, n=n, seed=seed, chunk=chunk)
+        with self.sampling():
+            return self.sampler.accuracy(items, self.reward, max_new_tokens=self.cfg.max_new_tokens,
+                                         weights_from=self.trainer.model, temperature=temperature,
+                                         top_p=self.cfg.top_p, n=n, seed=seed, chunk=chunk)
 
     # -- RL iterations ----------------------------------------------------------
     def _iteration_ends(self, iteration: int) -> bool:

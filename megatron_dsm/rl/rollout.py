@@ -11,14 +11,16 @@ holds those columns so one ``gather`` maps between the two.
 The reference model pi_ref of the paper's Algorithm 1 is a frozen copy of
 the policy in the same process.  ``ReferenceModel.reset_to(policy)`` copies
 the policy's weights (done at the start of every RL iteration);
-``offload=True`` keeps it on the CPU between uses (on a GPU this frees its
-memory for rollouts and training).  ``save``/``load`` write it into a run's
+``offload=True`` keeps its weights in (pinned) host memory between its
+passes (``training.offload.ParkedStorage``: on a GPU this frees their memory
+for rollouts and training).  ``save``/``load`` write it into a run's
 checkpoint as a dist checkpoint of its own (``checkpoint.save_module``):
 once, sharded by TP/PP, loadable at another layout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +32,7 @@ from megatron_dsm.models.direct_decode import DirectDecoder, direct_by_default
 from megatron_dsm.models.generation import token_logprobs
 from megatron_dsm.models.gpt import unwrap
 from megatron_dsm.rl import packing
+from megatron_dsm.training.offload import ParkedStorage
 
 
 @dataclasses.dataclass
@@ -73,6 +76,7 @@ class Rollout:
     advantages: torch.Tensor | None = None   # [N, T], or a coefficient [N] (RFT)
     loss_mask: torch.Tensor | None = None    # [N, T]
     zero_spread_fraction: float = 0.0
+    sampler_logprobs: torch.Tensor | None = None  # [N, T] the rollout engine's log-probs
 
 
 def build_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
@@ -97,6 +101,18 @@ def build_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[i
         index[i] = cols
         mask[i, :len(r)] = 1.0
     return RolloutBatch(tokens, index, mask, [len(p) for p in prompts], [len(r) for r in responses])
+
+
+def response_matrix(rows: Sequence[Sequence[float]], width: int) -> torch.Tensor:
+    """Per-response values (e.g. the sampler's log-probs) in response
+    coordinates [N, width], 0 after each response's end."""
+    out = torch.zeros(len(rows), width)
+    for i, r in enumerate(rows):
+        if len(r) > width:
+            raise ValueError(f"row {i}: {len(r)} values for at most {width} response tokens")
+        if r:
+            out[i, :len(r)] = torch.tensor(list(r), dtype=torch.float32)
+    return out
 
 
 def response_logprobs(model, batch: RolloutBatch, *, temperature: float = 1.0,
@@ -154,8 +170,8 @@ class ReferenceModel:
     def __init__(self, policy, fresh_model, *, offload: bool = False):
         """``fresh_model``: a model of the policy's architecture and layout
         (built by the same builder); its weights are overwritten here."""
-        self.offload = offload
         self.model = fresh_model
+        self.parked = None
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
@@ -165,17 +181,30 @@ class ReferenceModel:
         self.resets = 0
         self.reset_to(policy)
         self.resets = 0
-        if offload:
-            self.model.to("cpu")
+        # offload: the weights live in (pinned) host memory between passes
+        self.parked = ParkedStorage(self.model.parameters()) if offload else None
+        if self.parked is not None:
+            self.parked.park()
+
+    @contextlib.contextmanager
+    def resident(self, *, changed: bool = False):
+        """The weights on the device for the ``with`` body; ``changed``: the
+        body writes them (the host copy is refreshed when parked again)."""
+        if self.parked is None:
+            yield self.model
+            return
+        with self.parked.resident(changed=changed):
+            yield self.model
 
     @torch.no_grad()
     def reset_to(self, policy) -> None:
         """pi_ref <- pi_theta (start of an RL iteration, Algorithm 1 line 3)."""
         src = unwrap(policy).state_dict()
-        dst = self.model.state_dict()
-        for k, v in dst.items():
-            if torch.is_tensor(v) and k in src and torch.is_tensor(src[k]):
-                v.copy_(src[k].to(v.device))
+        with self.resident(changed=True):
+            dst = self.model.state_dict()
+            for k, v in dst.items():
+                if torch.is_tensor(v) and k in src and torch.is_tensor(src[k]):
+                    v.copy_(src[k].to(v.device))
         self.resets += 1
 
     @torch.no_grad()
@@ -185,9 +214,7 @@ class ReferenceModel:
         direct forward, each chunk in the layout ``packed`` gives for it (one
         ``packing.PackedBatch`` or None per chunk, as ``packing.pack_if_cheaper``
         returns them; worked out here when not given); rows go through GPTModel."""
-        if self.offload:
-            self.model.to(platform.device())
-        try:
+        with self.resident():
             if self.direct is None:
                 return response_logprobs_chunked(self.model, batch, chunk, **kw)
             self.direct.bind()
@@ -198,16 +225,15 @@ class ReferenceModel:
                 parts.append(response_logprobs_chunked(self.model, rows, chunk, **kw) if p is None
                              else packing.packed_direct_logprobs(self.direct, p, **kw))
             return torch.cat(parts, 0)
-        finally:
-            if self.offload:
-                self.model.to("cpu")
 
     def save(self, directory: Path) -> None:
         """pi_ref's weights as a dist checkpoint in ``directory`` (every rank
         calls; written once, loadable at another TP/PP)."""
-        checkpoint.save_module(self.model, directory)
+        with self.resident():
+            checkpoint.save_module(self.model, directory)
 
     @torch.no_grad()
     def load(self, directory: Path) -> None:
         """pi_ref's weights from ``save``'s ``directory``."""
-        checkpoint.load_module(self.model, directory)
+        with self.resident(changed=True):
+            checkpoint.load_module(self.model, directory)

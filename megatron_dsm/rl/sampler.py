@@ -1,9 +1,11 @@
 """Sampling from a policy for rollouts and graded evaluation.
 
-``PolicySampler`` puts one rollout engine (``models.direct_decode.engine_for``:
-direct, megatron) over a model's weights and speaks in questions: prompts are
-encoded, responses decoded without their end token.  ``accuracy`` grades a
-policy's answers to held-out questions, split over data-parallel ranks.
+``PolicySampler`` puts one rollout engine (``models.engines.engine_for``:
+direct, megatron, vllm) over a model's weights and speaks in questions:
+prompts are encoded, responses decoded without their end token.
+``accuracy`` grades a policy's answers to held-out questions, split over
+data-parallel ranks.  ``engine_options`` turns the RL options into the
+engine's (rows at once, KV-cache budget, vLLM's TP and memory share).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import Sequence
 from megatron.core import parallel_state as ps
 
 from megatron_dsm import platform
-from megatron_dsm.models.direct_decode import engine_for
+from megatron_dsm.models.engines import engine_for
 from megatron_dsm.models.generation import GenerationOutput, SamplingParams
+from megatron_dsm.models.vllm_engine import VLLMOptions
 from megatron_dsm.rl.rollout import Item
 
 
@@ -23,13 +26,29 @@ def data_parallel() -> tuple[int, int, object]:
     return ps.get_data_parallel_rank(), ps.get_data_parallel_world_size(), ps.get_data_parallel_group()
 
 
+def engine_options(cfg, seed: int = 0) -> dict:
+    """``engine_for`` keywords from an ``RLConfig``."""
+    return dict(max_rows=cfg.rollout_batch, kv_cache_gib=cfg.rollout_kv_cache_gib,
+                vllm=VLLMOptions(tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+                                 gpu_memory_utilization=cfg.vllm_gpu_memory_utilization, seed=seed))
+
+
 class PolicySampler:
-    def __init__(self, engine: str, model, tokenizer, *, vocab_size: int | None):
+    def __init__(self, engine: str, model, tokenizer, *, vocab_size: int | None, **engine_kw):
+        """``engine_kw``: ``engine_for``'s keywords (``model_cfg`` for vllm,
+        ``engine_options``)."""
         self.tok = tokenizer
         self.pad_id = int(getattr(tokenizer, "pad", None) or 0)
         self.eod = int(tokenizer.eod)
         self.engine = engine_for(engine, model, pad_id=self.pad_id, vocab_size=vocab_size,
-                                 decode=tokenizer.decode)
+                                 decode=tokenizer.decode, **engine_kw)
+
+    def release(self) -> None:
+        """Free what the engine holds between rollouts (vLLM on a GPU: its
+        weights and KV cache until the next refit; the other engines hold nothing)."""
+        release = getattr(self.engine, "release", None)
+        if release is not None:
+            release()
 
     def encode_prompt(self, text: str) -> list[int]:
         return self.tok.encode(text)

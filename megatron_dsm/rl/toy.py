@@ -32,7 +32,7 @@ import torch
 from megatron_dsm import platform
 from megatron_dsm.rl.arith_task import Problem, generate_problems
 from megatron_dsm.rl.rollout import Item
-from megatron_dsm.rl.sampler import PolicySampler
+from megatron_dsm.rl.sampler import PolicySampler, engine_options
 from megatron_dsm.training.pretrain import lm_loss_func
 from megatron_dsm.training.stage import Stage, StepResult
 
@@ -108,7 +108,9 @@ class ToySFTStage(Stage):
 
     def setup(self, trainer) -> None:
         self.sampler = PolicySampler(self.rl_cfg.rollout_engine, trainer.model, self.tok,
-                                     vocab_size=trainer.model_cfg.vocab_size)
+                                     vocab_size=trainer.model_cfg.vocab_size,
+                                     model_cfg=trainer.model_cfg,
+                                     **engine_options(self.rl_cfg, trainer.train_cfg.seed))
 
     def step(self, trainer) -> StepResult:
         mbs, gbs = trainer.train_cfg.micro_batch_size, trainer.train_cfg.global_batch_size

@@ -29,6 +29,8 @@ CASES = {
     "mining_throughput": (["--html-copies", "1", "--text-copies", "1", "--max-texts", "100", "--bucket", "10000",
                            "--max-per-class", "200", "--cluster-pairs", "2000"],
                           rf"^ratio ours/datatrove pages per core-second \([^)]*\): {NUM}$"),
+    "rollout_engines": (["--prompts", "2", "--layers", "2", "--repeats", "1", "--new-tokens", "8"],
+                        rf"^rollout samples/s direct={NUM} megatron=[0-9.]+ vllm=[0-9.]+$"),
 }
 
 

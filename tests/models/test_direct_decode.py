@@ -14,6 +14,7 @@ from gen_worker import PROMPTS, VOCAB  # noqa: E402
 
 from megatron_dsm import platform  # noqa: E402
 from megatron_dsm.models import direct_decode as D  # noqa: E402
+from megatron_dsm.models import engines as E  # noqa: E402
 from megatron_dsm.models import generation as G  # noqa: E402
 from megatron_dsm.models.config import ModelConfig  # noqa: E402
 from megatron_dsm.models.gpt import build_model, layout_independent_init, transformer_config  # noqa: E402
@@ -151,14 +152,14 @@ def test_reference_logprobs_through_direct_path(models):
 def test_scope_checks_and_engine_choice(models):
     model = models["mha-tied"]
     assert D.unsupported_reason(model) is None
-    assert isinstance(D.engine_for("auto", model), D.DirectRolloutEngine)
-    assert isinstance(D.engine_for("megatron", model), G.MegatronRolloutEngine)
+    assert isinstance(E.engine_for("auto", model), D.DirectRolloutEngine)
+    assert isinstance(E.engine_for("megatron", model), G.MegatronRolloutEngine)
     model.config.qk_layernorm = True
     try:
         assert D.unsupported_reason(model) == "qk layernorm"
-        assert isinstance(D.engine_for("auto", model), G.MegatronRolloutEngine)
+        assert isinstance(E.engine_for("auto", model), G.MegatronRolloutEngine)
         with pytest.raises(G.GenerationError, match="does not support this model: qk layernorm"):
-            D.engine_for("direct", model)
+            E.engine_for("direct", model)
     finally:
         model.config.qk_layernorm = False
     rope = model.rotary_pos_emb
@@ -171,8 +172,8 @@ def test_scope_checks_and_engine_choice(models):
     finally:
         model.rotary_pos_emb = rope
     assert "not a megatron-core GPTModel" in D.unsupported_reason(torch.nn.Linear(2, 2))
-    with pytest.raises(G.GenerationError, match="unknown rollout engine 'vllm'"):
-        D.engine_for("vllm", model)
+    with pytest.raises(G.GenerationError, match="unknown rollout engine 'sglang'"):
+        E.engine_for("sglang", model)
 
 
 def test_draw_categorical_distribution():

@@ -144,3 +144,18 @@ def test_hadolint_passes():
     assert exe is not None, reason
     p = subprocess.run([exe, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_vllm_is_built_against_the_image_torch():
+    """The CUDA vLLM for colocated rollouts: a pinned release built from
+    source with vLLM's own torch pins dropped, under the image constraints,
+    before the check that nothing replaced the image's torch."""
+    text = _text()
+    version = re.search(r"^ARG VLLM_VERSION=(\d+\.\d+\.\d+)$", text, re.M)
+    assert version, "vLLM's release must be pinned"
+    run = next(r for r in _run_lines() if "vllm-project/vllm" in r)
+    assert '--branch "v${VLLM_VERSION}"' in run
+    assert "use_existing_torch.py" in run and "--no-build-isolation" in run
+    assert run.count('PIP_CONSTRAINT="$DSM_CONSTRAINTS"') == run.count("pip install") == 2
+    assert "import torch, vllm" in run
+    assert text.index("vllm-project/vllm") < text.index("image packages replaced")

@@ -119,11 +119,46 @@ def test_search_order():
                                                   (False, True, False), (True, True, False)]
     asked = search.feature_order(True, Layout(4, 1, 4, distributed_optimizer=True))
     assert all(dist for dist, _, _ in asked) and asked[0] == (True, False, False)
-    # RL on one node: 512 responses per rank need a KV cache of 120 GiB; the
-    # first fit keeps the recipe's TP=4 and samples 128 rows at a time.
+    # RL on one node: at TP=4 (DP=2) 512 responses per rank need a KV cache of
+    # 120 GiB.  With vLLM at its own TP=4 the KV cache does not depend on the
+    # training TP, but training TP=1 (DP=8, 128 rows per rank in 30 GiB) does
+    # not fit even with the optimizer sharded: the recipe's ORM keeps its bf16
+    # weights (12.09 GiB) beside the policy, 79.3 GiB in training.  Recompute
+    # does not bring it under 72 GiB either, so the search samples 128 rows at
+    # a time at TP=4.
     rl = load_recipe("rl", ["--config", RL])
     found = search.first_fit(rl, given, search.Cluster(1, 8, 80))
     assert found.layout == Layout(4, 1, 4, rollout_batch=128) and found.fits
+    # the megatron engine: the KV cache at the training TP, so TP=4 with 128 rows at a time
+    megatron = load_recipe("rl", ["--config", RL, "--rollout-engine", "megatron"])
+    found = search.first_fit(megatron, given, search.Cluster(1, 8, 80))
+    assert found.layout == Layout(4, 1, 4, rollout_batch=128) and found.fits
+
+
+def test_rollout_memory_rows():
+    """vLLM's own weights and TP, the training state parked during rollouts,
+    and a KV-cache budget, by hand (TP=4, 4 nodes: 128 rows per rank)."""
+    def rows(*extra):
+        rl = load_recipe("rl", ["--config", RL, *extra])
+        est = memory.estimate(rl, Layout(4, 1, 4), check(rl, Layout(4, 1, 4), 32))
+        return dict(est.rows)
+
+    r = rows()
+    params = load_recipe("rl", ["--config", RL]).model.num_parameters(4)
+    assert r["vLLM weights (bf16, vLLM TP=4; freed outside rollouts)"] == {"rollout": params * 2 // 4}
+    grads = r["policy gradients (fp32 buffer; off the GPU in rollout)"]
+    assert "rollout" not in grads and grads["train"] == stage_params_all(4) * 4
+    r = rows("--no-offload-training-state", "--rollout-engine", "megatron")
+    assert r["policy gradients (fp32 buffer)"]["rollout"] == stage_params_all(4) * 4
+    assert not any(k.startswith("vLLM") for k in r)
+    r = rows("--vllm-tensor-parallel-size", "1", "--rollout-kv-cache-gib", "20")
+    assert r["vLLM weights (bf16, vLLM TP=1; freed outside rollouts)"] == {"rollout": params * 2}
+    # at vLLM TP=1 the 128 rows would need 4 x 30 GiB: the 20 GiB budget caps it
+    assert r["KV cache (128 rows x 2048 tokens, at most the 20 GiB budget)"] == {"rollout": 20 * GiB}
+
+
+def stage_params_all(tp: int) -> int:
+    return memory.stage_params(load_recipe("rl", ["--config", RL]).model, tp, 1)["all"]
 
 
 def test_planner_reads_the_training_options():
@@ -163,14 +198,14 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines() == ["error: --nodes must be >= 1, got 0"]
     assert cli.main(["--config", str(tmp_path / "none.yaml")]) == 2
     assert capsys.readouterr().err.startswith("error: config file not found")
-    assert cli.main(["--config", BASE, "--rollout-batch", "8"]) == 2
-    assert capsys.readouterr().err.splitlines() == \
-        ["error: --rollout-batch is for the rl stage, not pretrain"]
+    assert cli.main(["--config", RL, "--nodes", "4", "--rollout-batch", "0"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: rl: rollout_batch must be >= 1, got 0"]
     assert cli.main(["--config", RL, "--nodes", "4", "--rollout-batch", "1000"]) == 1
     assert "rollout batch 1000 must be between 1 and the 128 responses per rank" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as e:      # a flag neither the planner nor the stage knows
-        cli.main(["--config", BASE, "--no-such-flag"])
-    assert e.value.code == 2
+    for flag in (["--no-such-flag"], ["--rollout-batch", "8"]):   # a flag the stage does not know
+        with pytest.raises(SystemExit) as e:
+            cli.main(["--config", BASE, *flag])
+        assert e.value.code == 2
 
 
 def test_cluster_from_env():

@@ -24,6 +24,20 @@ from megatron_dsm.io import write_json
 from megatron_dsm.models import config as model_config
 from megatron_dsm.models.hf_convert.hf_config import HFConvertError, hf_config_from_model
 
+# checkpoint keys of one layer's tensors (stacked over layers), by short name;
+# both specs save under these (the local spec maps its norms onto them)
+LAYER_KEYS = {
+    "ln1": "decoder.layers.self_attention.linear_qkv.layer_norm_weight",
+    "ln2": "decoder.layers.mlp.linear_fc1.layer_norm_weight",
+    "qkv": "decoder.layers.self_attention.linear_qkv.weight",
+    "proj": "decoder.layers.self_attention.linear_proj.weight",
+    "fc1": "decoder.layers.mlp.linear_fc1.weight",
+    "fc2": "decoder.layers.mlp.linear_fc2.weight",
+}
+EMBEDDING_KEY = "embedding.word_embeddings.weight"
+FINAL_NORM_KEY = "decoder.final_layernorm.weight"
+OUTPUT_KEY = "output_layer.weight"
+
 
 class _RegionPlanner(DefaultLoadPlanner):
     """A torch.distributed.checkpoint LoadPlanner that reads only the given
@@ -134,7 +148,7 @@ def export_hf(load: str, hf_dir: str, *, max_shard_bytes: int = 5 * 2**30) -> li
     except checkpoint.CheckpointError as e:
         raise HFConvertError(str(e)) from None
     meta = dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
-    emb_key = "embedding.word_embeddings.weight"
+    emb_key = EMBEDDING_KEY
     if emb_key not in meta:
         raise HFConvertError(f"{ckpt}: not a GPT model checkpoint (no {emb_key})")
     dtype = meta[emb_key].properties.dtype
@@ -143,16 +157,16 @@ def export_hf(load: str, hf_dir: str, *, max_shard_bytes: int = 5 * 2**30) -> li
     out.mkdir(parents=True, exist_ok=True)
     writer = _ShardWriter(out, max_shard_bytes)
     top = _load_slices(ckpt, {"emb": (emb_key, None)}, meta)
-    writer.add("model.embed_tokens.weight", top.pop("emb")[:cfg.vocab_size].clone())
+    writer.add(*embedding_to_hf(cfg, top.pop("emb")))
     for i in range(cfg.num_layers):
         _export_layer(ckpt, meta, cfg, i, writer)
-    specs = {"norm": ("decoder.final_layernorm.weight", None)}
+    specs = {"norm": (FINAL_NORM_KEY, None)}
     if cfg.untie_embeddings_and_output_weights:
-        specs["out"] = ("output_layer.weight", None)
+        specs["out"] = (OUTPUT_KEY, None)
     t = _load_slices(ckpt, specs, meta)
     writer.add("model.norm.weight", t["norm"])
     if "out" in t:
-        writer.add("lm_head.weight", t["out"][:cfg.vocab_size].clone())
+        writer.add(*output_to_hf(cfg, t["out"]))
     del t
     files = writer.close()
     write_json(out / "config.json", hf_config_from_model(cfg, base=common.get("hf_config"), dtype=dtype),
@@ -161,30 +175,42 @@ def export_hf(load: str, hf_dir: str, *, max_shard_bytes: int = 5 * 2**30) -> li
 
 
 def _export_layer(ckpt: Path, meta: dict, cfg, i: int, writer: _ShardWriter) -> None:
-    """Layer ``i``: fused QKV split per query group into q/k/v, fc1 into gate/up."""
+    t = _load_slices(ckpt, {k: (key, i) for k, key in LAYER_KEYS.items()}, meta)
+    for name, tensor in layer_to_hf(cfg, i, t, where=str(ckpt)):
+        writer.add(name, tensor)
+
+
+def layer_to_hf(cfg, i: int, t: dict, *, where: str = "model") -> list[tuple[str, torch.Tensor]]:
+    """HF tensors of layer ``i`` from its whole (unsharded) megatron tensors
+    ``t`` (``LAYER_KEYS``' short names): the fused QKV split per query group
+    into q/k/v, fc1 into gate/up.  Shared by the export and by an inference
+    engine's refit from a live model (``hf_convert.live``)."""
     h, f = cfg.hidden_size, cfg.ffn_hidden_size
     hd = h // cfg.num_attention_heads
     groups, qpg = cfg.kv_heads, cfg.num_attention_heads // cfg.kv_heads
     qkv_rows = (cfg.num_attention_heads + 2 * groups) * hd
-    pre = "decoder.layers."
-    t = _load_slices(ckpt, {
-        "ln1": (pre + "self_attention.linear_qkv.layer_norm_weight", i),
-        "ln2": (pre + "mlp.linear_fc1.layer_norm_weight", i),
-        "qkv": (pre + "self_attention.linear_qkv.weight", i),
-        "proj": (pre + "self_attention.linear_proj.weight", i),
-        "fc1": (pre + "mlp.linear_fc1.weight", i),
-        "fc2": (pre + "mlp.linear_fc2.weight", i),
-    }, meta)
     if tuple(t["qkv"].shape) != (qkv_rows, h) or tuple(t["fc1"].shape) != (2 * f, h):
-        raise HFConvertError(f"{ckpt}: layer {i} shapes disagree with its model_config")
+        raise HFConvertError(f"{where}: layer {i} shapes disagree with its model_config")
     p = f"model.layers.{i}."
     g = t["qkv"].view(groups, (qpg + 2) * hd, h)
-    writer.add(p + "self_attn.q_proj.weight", g[:, :qpg * hd].reshape(-1, h).clone())
-    writer.add(p + "self_attn.k_proj.weight", g[:, qpg * hd:(qpg + 1) * hd].reshape(-1, h).clone())
-    writer.add(p + "self_attn.v_proj.weight", g[:, (qpg + 1) * hd:].reshape(-1, h).clone())
-    writer.add(p + "self_attn.o_proj.weight", t["proj"])
-    writer.add(p + "mlp.gate_proj.weight", t["fc1"][:f].clone())
-    writer.add(p + "mlp.up_proj.weight", t["fc1"][f:].clone())
-    writer.add(p + "mlp.down_proj.weight", t["fc2"])
-    writer.add(p + "input_layernorm.weight", t["ln1"])
-    writer.add(p + "post_attention_layernorm.weight", t["ln2"])
+    return [
+        (p + "self_attn.q_proj.weight", g[:, :qpg * hd].reshape(-1, h).clone()),
+        (p + "self_attn.k_proj.weight", g[:, qpg * hd:(qpg + 1) * hd].reshape(-1, h).clone()),
+        (p + "self_attn.v_proj.weight", g[:, (qpg + 1) * hd:].reshape(-1, h).clone()),
+        (p + "self_attn.o_proj.weight", t["proj"]),
+        (p + "mlp.gate_proj.weight", t["fc1"][:f].clone()),
+        (p + "mlp.up_proj.weight", t["fc1"][f:].clone()),
+        (p + "mlp.down_proj.weight", t["fc2"]),
+        (p + "input_layernorm.weight", t["ln1"]),
+        (p + "post_attention_layernorm.weight", t["ln2"]),
+    ]
+
+
+def embedding_to_hf(cfg, weight: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """The input embedding without Megatron's vocabulary padding rows."""
+    return "model.embed_tokens.weight", weight[:cfg.vocab_size].clone()
+
+
+def output_to_hf(cfg, weight: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """The (untied) output layer without Megatron's vocabulary padding rows."""
+    return "lm_head.weight", weight[:cfg.vocab_size].clone()
