@@ -227,7 +227,8 @@ class RLStage(Stage):
         old = mb["old"].to(logp.device) if mb["old"] is not None else logp.detach()
         ref = mb["ref"].to(logp.device) if mb["ref"] is not None else None
         adv = mb["adv"].to(logp.device)
-        sampler = mb["sampler"].to(logp.device) if mb["sampler"] is not None else None
+        sampler = mb.get("sampler")
+        sampler = sampler.to(logp.device) if sampler is not None else None
         if sampler is not None and self.cfg.tis_cap:
             adv = adv * alg.truncated_is_weights(old, sampler, self.cfg.tis_cap)
         out = self.algorithm.loss(logp, old, ref, adv, mask)
