@@ -89,7 +89,7 @@ def test_training_state_offload_restores_exactly_and_training_goes_on_the_same(d
     b.close()
 
 
-def test_parked_reference_model_is_the_resident_one(dist_cleanup):
+def test_parked_reference_model_is_the_resident_one(dist_cleanup, tmp_path):
     from megatron_dsm.models.gpt import build_model
     from megatron_dsm.rl.rollout import ReferenceModel, build_batch
 
@@ -105,8 +105,15 @@ def test_parked_reference_model_is_the_resident_one(dist_cleanup):
     # pi_ref <- pi_theta while parked: the new weights are what comes back
     _step(t, 1)
     parked.reset_to(t.model)
-    state = parked.state_dict()
+    with parked.resident() as model:
+        state = {k: v.detach().clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
     for k, v in t.model.module.state_dict().items():
         if torch.is_tensor(v) and k in state:
             assert torch.equal(state[k], v), k
+    assert all(p.untyped_storage().nbytes() == 0 for p in parked.model.parameters())
+    # a parked reference checkpoints the weights it would use (a dist checkpoint)
+    parked.save(tmp_path / "ref")
+    resident.load(tmp_path / "ref")
+    assert torch.equal(resident.logprobs(batch, 2, temperature=1.0, vocab_size=64),
+                       parked.logprobs(batch, 2, temperature=1.0, vocab_size=64))
     t.close()
