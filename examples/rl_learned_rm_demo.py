@@ -304,14 +304,11 @@ def write_plot(runs: dict, sft_acc: float, path: Path) -> None:
     for tag, r in runs.items():
         ax.plot(r["curve"]["eval_step"], r["curve"]["heldout"], "o-", label=tag)
     ax.axhline(sft_acc, color="gray", ls="--", label="SFT policy")
-    ax.set_xlabel("RL step")
-    ax.set_ylabel("held-out accuracy (greedy)")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_title("GRPO scored by learned reward models (toy arithmetic)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
+    ax.set(xlabel="RL step", ylabel="held-out accuracy (greedy)", ylim=(-0.05, 1.05),
+           title="GRPO scored by learned reward models (toy arithmetic)")
+    ax.legend(loc="best")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 

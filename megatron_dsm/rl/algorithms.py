@@ -299,15 +299,14 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
 
 def aggregate_parts(loss_mat: Tensor, mask: Tensor, mode: str = "seq-mean-token-mean",
                     max_length: int | None = None) -> tuple[Tensor, Tensor]:
-    """``aggregate_loss`` as (sum, count): the loss summed over the units the
-    mode averages over, and how many units there are.  Summed over
-    micro-batches and data-parallel ranks and divided once (the training
-    loop's normalisation), they give the mean of the whole batch however it
-    is split.
+    """A per-token loss [N, T] as (sum, count) over the units ``mode``
+    averages; summed over micro-batches and data-parallel ranks and divided
+    once (the training loop), the mean of the whole batch however it is split.
 
-    seq-mean-token-mean      (sum_i 1/|o_i| sum_t l_it,  sequences with a token)
-    token-mean               (sum_it l_it,               tokens)
-    seq-mean-token-sum-norm  (sum_i 1/L sum_t l_it,      sequences)
+    seq-mean-token-mean      (sum_i 1/|o_i| sum_t l_it, N')  the paper's; N' = sequences with a token
+    token-mean               (sum_it l_it, sum_i |o_i|)      every token weighs the same
+    seq-mean-token-sum-norm  (sum_i 1/L sum_t l_it, N)       Dr. GRPO: L a constant, ``max_length``
+                                                             (default T): no length bias
     """
     _check_same_shape("loss", loss_mat, "mask", mask)
     mask = mask.to(loss_mat.dtype)
@@ -326,18 +325,15 @@ def aggregate_parts(loss_mat: Tensor, mask: Tensor, mode: str = "seq-mean-token-
     raise ValueError(f"unknown loss aggregation mode {mode!r}; choose from {AGG_MODES}")
 
 
+def ratio(parts: tuple[Tensor, ...]) -> Tensor:
+    """sum / count of ``aggregate_parts``' answer (0 for no units)."""
+    return parts[0] / parts[1].clamp_min(1)
+
+
 def aggregate_loss(loss_mat: Tensor, mask: Tensor, mode: str = "seq-mean-token-mean",
                    max_length: int | None = None) -> Tensor:
-    """Reduce a per-token loss [N, T] to a scalar.
-
-    seq-mean-token-mean      1/N' sum_i (1/|o_i| sum_t l_it)   (the paper's; N' = sequences
-                             with at least one token)
-    token-mean               sum_it l_it / sum_i |o_i|          (every token weighs the same)
-    seq-mean-token-sum-norm  1/N sum_i (sum_t l_it) / L         (Dr. GRPO: L a constant,
-                             ``max_length``, default T, so no length normalisation bias)
-    """
-    total, count = aggregate_parts(loss_mat, mask, mode, max_length)
-    return total / count.clamp_min(1)
+    """Reduce a per-token loss [N, T] to a scalar (``aggregate_parts``)."""
+    return ratio(aggregate_parts(loss_mat, mask, mode, max_length))
 
 
 def clipped_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor,
@@ -378,10 +374,8 @@ def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
 
 @dataclasses.dataclass
 class GRPOLossOutput:
-    """Means (``loss``, ``pg_loss``, ``kl``, ``clip_fraction``) and the sums
-    and counts behind them, for normalising over a whole batch: ``loss_sum``
-    and ``pg_sum`` over ``count`` aggregation units (``aggregate_parts``),
-    ``kl_sum`` and ``clipped`` over ``tokens``."""
+    """Means, and the sums behind them: ``loss_sum`` and ``pg_sum`` over
+    ``count`` units (``aggregate_parts``), ``kl_sum`` and ``clipped`` over ``tokens``."""
 
     loss: Tensor
     pg_loss: Tensor
@@ -427,26 +421,17 @@ def grpo_loss(logp: Tensor, old_logp: Tensor, ref_logp: Tensor | None, advantage
     pg_sum, _ = aggregate_parts(pg_mat.detach(), mask, agg_mode, max_length)
     tokens = mask.sum()
     clipped = masked_sum(was_clipped.to(logp.dtype), mask).detach()
-    n, t = count.clamp_min(1), tokens.clamp_min(1)
-    return GRPOLossOutput(loss=loss_sum / n, pg_loss=pg_sum / n, kl=kl_sum / t,
-                          clip_fraction=clipped / t, loss_sum=loss_sum, pg_sum=pg_sum,
-                          count=count, kl_sum=kl_sum, clipped=clipped, tokens=tokens)
+    return GRPOLossOutput(ratio((loss_sum, count)), ratio((pg_sum, count)), ratio((kl_sum, tokens)),
+                          ratio((clipped, tokens)), loss_sum, pg_sum, count, kl_sum, clipped, tokens)
 
 
 def rft_loss(logp: Tensor, correct: Tensor, mask: Tensor,
              agg_mode: str = "seq-mean-token-mean", max_length: int | None = None) -> Tensor:
     """RFT / Online-RFT: maximise log-likelihood of correct samples only,
-    i.e. gradient coefficient GC = 1 for correct and 0 for wrong samples."""
-    total, count = rft_loss_parts(logp, correct, mask, agg_mode, max_length)
-    return total / count.clamp_min(1)
-
-
-def rft_loss_parts(logp: Tensor, correct: Tensor, mask: Tensor,
-                   agg_mode: str = "seq-mean-token-mean", max_length: int | None = None
-                   ) -> tuple[Tensor, Tensor]:
-    """``rft_loss`` as (sum, count) (``aggregate_parts``)."""
+    i.e. gradient coefficient GC = 1 for correct and 0 for wrong samples
+    (``aggregate_parts`` of ``-GC * logp``)."""
     coef = rft_coefficient(correct).to(logp.dtype)[:, None]
-    return aggregate_parts(-coef * logp, mask, agg_mode, max_length)
+    return aggregate_loss(-coef * logp, mask, agg_mode, max_length)
 
 
 # ---------------------------------------------------------------------------
@@ -518,15 +503,6 @@ def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor
         loss   = 1/2 max((V - R)^2, (V_clip - R)^2)
 
     Returns (aggregated loss, fraction of tokens where the clipped term won)."""
-    total, count, frac = value_loss_parts(values, old_values, returns, mask, clip_range,
-                                          agg_mode, max_length)
-    return total / count.clamp_min(1), frac
-
-
-def value_loss_parts(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor,
-                     clip_range: float = 0.2, agg_mode: str = "token-mean",
-                     max_length: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """``value_loss`` as (sum, count, clip fraction) (``aggregate_parts``)."""
     _check_same_shape("values", values, "old_values", old_values)
     _check_same_shape("values", values, "returns", returns)
     v_clip = old_values + (values - old_values).clamp(-clip_range, clip_range)
@@ -534,8 +510,7 @@ def value_loss_parts(values: Tensor, old_values: Tensor, returns: Tensor, mask: 
     l2 = (v_clip - returns) ** 2
     loss_mat = 0.5 * torch.maximum(l1, l2)
     frac = masked_mean((l2 > l1).to(values.dtype), mask.to(values.dtype))
-    total, count = aggregate_parts(loss_mat, mask.to(values.dtype), agg_mode, max_length)
-    return total, count, frac.detach()
+    return aggregate_loss(loss_mat, mask.to(values.dtype), agg_mode, max_length), frac.detach()
 
 
 # ---------------------------------------------------------------------------
@@ -598,10 +573,9 @@ class Algorithm:
 
     def loss(self, logp: Tensor, old: Tensor, ref: Tensor | None, advantages: Tensor,
              mask: Tensor) -> tuple:
-        """The loss of one micro-batch and its metrics (``policy loss``,
-        ``kl``, ``clip fraction``): ``(loss sum, count, metrics)``, which the
-        loop normalises by the count over the whole batch (``aggregate_parts``),
-        or ``(mean loss, metrics)``, which weighs every micro-batch the same."""
+        """``(loss sum, count, metrics)`` of one micro-batch, normalised by the
+        batch's count (``aggregate_parts``), or ``(mean, metrics)``, each
+        micro-batch weighing the same; metrics ``policy loss``, ``kl``, ``clip fraction``."""
         raise NotImplementedError
 
     def after_update(self, rollout) -> dict:

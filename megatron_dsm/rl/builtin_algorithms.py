@@ -79,7 +79,9 @@ class RFT(Algorithm):
         return alg.rft_coefficient(rollout.correct), None
 
     def loss(self, logp, old, ref, advantages, mask):
-        total, count = alg.rft_loss_parts(logp, advantages, mask, self.cfg.loss_agg, self.cfg.max_new_tokens)
+        # the coefficient GC (alg.rft_loss) as (sum, count)
+        total, count = alg.aggregate_parts(-advantages.to(logp.dtype)[:, None] * logp, mask,
+                                           self.cfg.loss_agg, self.cfg.max_new_tokens)
         zero = torch.zeros((), dtype=logp.dtype)
         return total, loss_count(count), {"policy loss": mean_metric(total, count), "kl": zero,
                                       "clip fraction": zero.clone()}

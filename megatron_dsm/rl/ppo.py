@@ -81,10 +81,14 @@ class Critic:
 
     def _loss_func(self, mb, values):
         dev = values.device
-        total, count, frac = alg.value_loss_parts(values, mb["old"].to(dev), mb["ret"].to(dev),
-                                                  mb["mask"].to(dev), clip_range=self.value_clip)
-        return total, loss_count(count), {
-            "value loss": mean_metric(total, count), "value clip fraction": frac.clone()}
+        mask = mb["mask"].to(dev)
+        loss, frac = alg.value_loss(values, mb["old"].to(dev), mb["ret"].to(dev), mask,
+                                    clip_range=self.value_clip)
+        # the token mean as (sum, tokens): the loop divides by the step's tokens
+        count = mask.sum()
+        total = loss * count
+        return total, loss_count(count), {"value loss": mean_metric(total, count),
+                                          "value clip fraction": frac.clone()}
 
     def _forward_step(self, data_iterator, model):
         mb = next(data_iterator)
