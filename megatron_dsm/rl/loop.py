@@ -48,7 +48,7 @@ from megatron_dsm import platform
 from megatron_dsm.models.generation import SamplingParams
 from megatron_dsm.models.gpt import build_model, unwrap
 from megatron_dsm.rl import algorithms as alg
-from megatron_dsm.rl import packing
+from megatron_dsm.rl import off_policy, packing
 from megatron_dsm.rl.config import RLConfig
 from megatron_dsm.rl.rollout import (Item, ReferenceModel, Rollout, RolloutBatch, build_batch,
                                      layout_logprobs, response_logprobs_chunked, response_matrix)
@@ -230,12 +230,12 @@ class RLStage(Stage):
         sampler = mb.get("sampler")
         sampler = sampler.to(logp.device) if sampler is not None else None
         if sampler is not None and self.cfg.tis_cap:
-            adv = adv * alg.truncated_is_weights(old, sampler, self.cfg.tis_cap)
+            adv = adv * off_policy.truncated_is_weights(old, sampler, self.cfg.tis_cap)
         out = self.algorithm.loss(logp, old, ref, adv, mask)
         loss, count, metrics = out if len(out) == 3 else (out[0], loss_count(1), out[1])
         if sampler is not None:
             # the sampler's log-probs against megatron-core's, same tokens and weights
-            mean, worst = alg.logprob_mismatch(old, sampler, mask)
+            mean, worst = off_policy.logprob_mismatch(old, sampler, mask)
             metrics["logprob mismatch"] = mean_metric(mean * mask.sum(), mask.sum())
             metrics["logprob mismatch max"] = worst
         # Monte-Carlo entropy: E_{o ~ pi}[-log pi(o)] over the sampled tokens.

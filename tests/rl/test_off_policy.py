@@ -8,6 +8,7 @@ import torch
 
 from megatron_dsm.config import ConfigError
 from megatron_dsm.rl import algorithms as alg
+from megatron_dsm.rl import off_policy
 from megatron_dsm.rl.config import RLConfig
 from megatron_dsm.rl.rollout import response_matrix
 
@@ -16,25 +17,25 @@ def test_truncated_is_weights_by_hand():
     old = torch.tensor([[math.log(0.5), math.log(0.2), math.log(0.9)]])
     sampler = torch.tensor([[math.log(0.25), math.log(0.4), math.log(0.1)]])
     # ratios pi_old / pi_sampler: 0.5/0.25 = 2, 0.2/0.4 = 0.5, 0.9/0.1 = 9 -> capped at 3
-    w = alg.truncated_is_weights(old, sampler, cap=3.0)
+    w = off_policy.truncated_is_weights(old, sampler, cap=3.0)
     torch.testing.assert_close(w, torch.tensor([[2.0, 0.5, 3.0]]), atol=1e-6, rtol=1e-6)
     # no gradient flows through the weights
     old_g = old.clone().requires_grad_(True)
-    assert not alg.truncated_is_weights(old_g, sampler, 3.0).requires_grad
+    assert not off_policy.truncated_is_weights(old_g, sampler, 3.0).requires_grad
     with pytest.raises(ValueError, match="cap must be > 0"):
-        alg.truncated_is_weights(old, sampler, 0.0)
+        off_policy.truncated_is_weights(old, sampler, 0.0)
     with pytest.raises(ValueError, match="shape"):
-        alg.truncated_is_weights(old, sampler[:, :2], 2.0)
+        off_policy.truncated_is_weights(old, sampler[:, :2], 2.0)
 
 
 def test_logprob_mismatch_by_hand():
     trainer = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.25, 9.0]])
     sampler = torch.tensor([[-1.5, -2.0, -2.0], [-0.5, -0.75, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])       # the 9.0 is padding
-    mean, worst = alg.logprob_mismatch(trainer, sampler, mask)
+    mean, worst = off_policy.logprob_mismatch(trainer, sampler, mask)
     # |diffs| on real tokens: 0.5, 0, 1, 0, 0.5 -> mean 2/5 = 0.4, max 1
     assert float(mean) == pytest.approx(0.4) and float(worst) == pytest.approx(1.0)
-    empty = alg.logprob_mismatch(trainer, sampler, torch.zeros_like(mask))
+    empty = off_policy.logprob_mismatch(trainer, sampler, torch.zeros_like(mask))
     assert float(empty[0]) == 0.0 and float(empty[1]) == 0.0
 
 
@@ -44,7 +45,7 @@ def test_tis_weighted_advantages_are_the_weighted_clipped_loss():
     g = torch.Generator().manual_seed(0)
     logp, old, sampler = (torch.randn(3, 5, generator=g) * 0.3 - 1 for _ in range(3))
     adv = torch.randn(3, 5, generator=g)
-    w = alg.truncated_is_weights(old, sampler, 2.0)
+    w = off_policy.truncated_is_weights(old, sampler, 2.0)
     scaled, clipped = alg.clipped_surrogate(logp, old, adv * w)
     plain, clipped_plain = alg.clipped_surrogate(logp, old, adv)
     torch.testing.assert_close(scaled, plain * w)
