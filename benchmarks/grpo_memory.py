@@ -9,7 +9,10 @@ outputs, same lengths), the same in-process reference model and the same
 loop (``RLStage``); PPO adds ``rl.ppo.Critic`` (value model + its optimizer).
 ``grpo-offload`` is GRPO with ``--offload-training-state`` (gradient buffers
 and optimizer state parked during rollouts) and ``--offload-reference`` (the
-reference's weights in host memory between its passes).  On a GPU that moves
+reference's weights in host memory between its passes).  ``grpo-rows`` is
+GRPO without shared-prompt packing: the row layout PPO's critic also uses,
+so ``ppo/grpo-rows`` compares the two algorithms like for like and
+``ppo/grpo`` with GRPO's packing.  On a GPU that moves
 them off the device; on a CPU host the parked bytes stay in host memory (the
 gradient buffers are freed, the optimizer state and reference weights are
 copied out and their storage freed), so the CPU figure shows what the
@@ -43,6 +46,7 @@ def rss_mb() -> float:
 
 
 SETTINGS = {"grpo": ("grpo", []),
+            "grpo-rows": ("grpo", ["--no-pack-prompts"]),
             "grpo-offload": ("grpo", ["--offload-training-state", "--offload-reference"]),
             "ppo": ("ppo", [])}
 
@@ -119,10 +123,11 @@ def main() -> int:
             return 1
         res[setting] = json.loads(line[-1][7:])
         print(json.dumps(res[setting]), flush=True)
-    g, o, p_ = (res[k]["peak_mb"] for k in ("grpo", "grpo-offload", "ppo"))
-    print(f"grpo_step_peak_mb={g:.1f} grpo_offload_step_peak_mb={o:.1f} ppo_critic_step_peak_mb={p_:.1f} "
-          f"params={res['grpo']['params']} responses={res['grpo']['responses_per_step']} "
-          f"measure='{res['grpo']['measure']}' ratio offload/grpo={o / g:.2f} ratio ppo/grpo={p_ / g:.2f}")
+    g, r, o, p_ = (res[k]["peak_mb"] for k in ("grpo", "grpo-rows", "grpo-offload", "ppo"))
+    print(f"grpo_step_peak_mb={g:.1f} grpo_rows_step_peak_mb={r:.1f} grpo_offload_step_peak_mb={o:.1f} "
+          f"ppo_critic_step_peak_mb={p_:.1f} params={res['grpo']['params']} "
+          f"responses={res['grpo']['responses_per_step']} measure='{res['grpo']['measure']}' "
+          f"ratio offload/grpo={o / g:.2f} ratio ppo/grpo-rows={p_ / r:.2f} ratio ppo/grpo={p_ / g:.2f}")
     return 0
 
 
