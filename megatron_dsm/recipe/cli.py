@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(ns) -> int:
     recipe = load(ns.recipe, ns.overrides, ns.output)
-    check(recipe, local=ns.executor == "local" and ns.launcher == "local" and not ns.dry_run)
+    missing: list[str] | None = [] if ns.dry_run else None
+    check(recipe, local=ns.executor == "local" and ns.launcher == "local" and not ns.dry_run, missing=missing)
     if ns.start and ns.start not in recipe.stages:
         raise ConfigError(f"--from {ns.start}: not a stage of {ns.recipe} ({', '.join(recipe.stages)})")
     if ns.stage and ns.stage not in recipe.stages:
@@ -71,6 +72,9 @@ def cmd_run(ns) -> int:
     if ns.dry_run:
         text, code = plan_mod.render(ctx, ns.start, ns.executor)
         print(text, flush=True)
+        if missing:
+            print("not on this machine (needed before a real run):\n" + "\n".join(f"  {m}" for m in missing),
+                  flush=True)
         return code
     if ns.executor == "slurm" and ns.launcher == "local":
         slurm.submit(ctx, ns.start, ns.overrides, ns.recipe, ns.output)

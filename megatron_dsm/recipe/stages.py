@@ -188,7 +188,7 @@ def stage_flags(recipe: Recipe, name: str, extra: dict | None = None) -> list[st
 # checks
 
 
-def _check_ref(recipe: Recipe, stage: str, fname: str, kind: str) -> None:
+def _check_ref(recipe: Recipe, stage: str, fname: str, kind: str, missing: list[str] | None = None) -> None:
     value = getattr(recipe.stages[stage], fname)
     where = recipe.where(f"stages.{stage}.{fname}")
     if value in STAGES:
@@ -207,7 +207,14 @@ def _check_ref(recipe: Recipe, stage: str, fname: str, kind: str) -> None:
     if not _exists(value):
         near = difflib.get_close_matches(value, list(recipe.stages) + [TASK], n=1)
         hint = f" (did you mean the stage {near[0]!r}?)" if near else ""
-        raise ConfigError(f"{where}: {value}: no such file, folder or stage{hint}")
+        _missing(f"{where}: {value}: no such file, folder or stage{hint}", missing)
+
+
+def _missing(msg: str, missing: list[str] | None) -> None:
+    """A path that does not exist (yet): an error, or in a dry run a line of the plan."""
+    if missing is None:
+        raise ConfigError(msg)
+    missing.append(msg)
 
 
 def _exists(path: str) -> bool:
@@ -218,30 +225,32 @@ def _exists(path: str) -> bool:
     return Path(path + ".bin").is_file() and Path(path + ".idx").is_file()
 
 
-def _check_paths(recipe: Recipe, stage: str, fields: tuple[str, ...]) -> None:
+def _check_paths(recipe: Recipe, stage: str, fields: tuple[str, ...], missing: list[str] | None) -> None:
     spec = recipe.stages[stage]
     for fname in fields:
         values = getattr(spec, fname)
         for v in values if isinstance(values, list) else [values]:
             if v and not _exists(v):
-                raise ConfigError(f"{recipe.where(f'stages.{stage}.{fname}')}: {v}: no such file or folder")
+                _missing(f"{recipe.where(f'stages.{stage}.{fname}')}: {v}: no such file or folder", missing)
     if spec.config and not Path(spec.config).is_file():
         raise ConfigError(f"{recipe.where(f'stages.{stage}.config')}: {spec.config}: no such file")
 
 
-def check(recipe: Recipe, *, local: bool = False) -> None:
-    """Every check of the module docstring; the first failure raises."""
+def check(recipe: Recipe, *, local: bool = False, missing: list[str] | None = None) -> None:
+    """Every check of the module docstring; the first failure raises.  With
+    ``missing`` (a dry run), inputs that do not exist on this machine are
+    listed there instead: the plan of a cluster recipe is shown anywhere."""
     checked_args(recipe.model, (ModelConfig,), recipe.where("model"))
     if recipe.tokenizer.trained and "preprocess" not in recipe.stages:
         raise ConfigError(recipe.where("tokenizer.model") + ": required when the recipe has no preprocess "
                                                             "stage to train one")
     if recipe.tokenizer.model and not Path(recipe.tokenizer.model).exists():
-        raise ConfigError(f"{recipe.where('tokenizer.model')}: {recipe.tokenizer.model}: no such file or folder")
+        _missing(f"{recipe.where('tokenizer.model')}: {recipe.tokenizer.model}: no such file or folder", missing)
     for name, spec in recipe.stages.items():
         kind = KINDS[name]
         for fname, out_kind in kind.inputs(spec).items():
-            _check_ref(recipe, name, fname, out_kind)
-        _check_paths(recipe, name, PATH_FIELDS.get(name, ()))
+            _check_ref(recipe, name, fname, out_kind, missing)
+        _check_paths(recipe, name, PATH_FIELDS.get(name, ()), missing)
         stage_flags(recipe, name)
         if local and spec.nodes > 1:
             raise ConfigError(f"{recipe.where(f'stages.{name}.nodes')}: {spec.nodes} nodes need --executor slurm")
