@@ -126,7 +126,9 @@ def decont_steps(ctx: Context, spec) -> list:
 def decont_metrics(ctx: Context, spec) -> dict:
     d = ctx.dir("decontaminate")
     rep = read_json(d / "report.json")
-    t = rep["totals"]
+    t = {k: 0 for k in ("documents", "documents_contaminated", "documents_dropped", "segments_removed",
+                        "chars_in", "chars_out")}
+    t.update(rep["totals"])      # counts: a key that never occurred is absent
     out = {"pages_in": t["documents"], "pages_cut": t["documents_contaminated"],
            "pages_dropped": t["documents_dropped"], "segments_removed": t["segments_removed"],
            "chars_removed": t["chars_in"] - t["chars_out"],
@@ -280,8 +282,8 @@ for _kind in (
     Kind("mine", (MiningConfig, ClassifierConfig, ExecutorConfig, DedupConfig),
          ("input", "seed_positives", "negatives", "output", "executor", "tokenizer_type", "tokenizer_model"),
          {}, mine_steps, mine_metrics, mine_row, uses_tokenizer=False),
-    Kind("decontaminate", (DecontConfig,), (), {"input": "corpus"}, decont_steps, decont_metrics, decont_row,
-         uses_tokenizer=False),
+    Kind("decontaminate", (DecontConfig,), (), {"input": "corpus", "benchmarks": "benchmarks"}, decont_steps,
+         decont_metrics, decont_row, uses_tokenizer=False),
     Kind("preprocess", (PreprocessConfig,), ("input", "output_prefix", "tokenizer_type", "tokenizer_model"),
          {"input": "corpus"}, preprocess_steps, preprocess_metrics, preprocess_row),
     Kind("pretrain", _TRAIN, TRAIN_RESERVED, {"data": "prefix", "load": "checkpoint"}, pretrain_steps,
