@@ -86,14 +86,12 @@ def rl_metrics(ctx, spec) -> dict:
 
 
 def eval_metrics(ctx, spec) -> dict:
-    m = read_json(ctx.dir("evaluate") / "metrics.json")
-    per = m.get("benchmarks") or m.get("per_benchmark") or {}
+    """tools/evaluate.py's metrics.json: {benchmark: {accuracy, count, samples}}."""
     out = {}
-    for name, v in per.items():
-        acc = v.get("accuracy", v.get("acc")) if isinstance(v, dict) else v
-        out[f"{name}_accuracy"] = acc
-        if isinstance(v, dict) and "n" in v:
-            out[f"{name}_n"] = v["n"]
+    for name, v in read_json(ctx.dir("evaluate") / "metrics.json").items():
+        if isinstance(v, dict) and "accuracy" in v:
+            out[f"{name}_accuracy"] = v["accuracy"]
+            out[f"{name}_n"] = v.get("count")
     return out
 
 
