@@ -38,7 +38,14 @@ test-slow: install
 test-fast: install
 	$(PY) -m pytest -q -x -m "not slow and not multiproc" $(PYTEST_ARGS)
 
+# The whole path from one recipe (mine -> decontaminate -> preprocess ->
+# pretrain -> sft -> reward_model -> rl -> evaluate) on 2 CPU cores; a rerun
+# skips finished stages. Table: runs/demo/summary.json, curves: runs/demo/curves.png.
 demo: install
+	OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore $(PY) tools/recipe.py run --recipe examples/recipes/demo.yaml
+
+# The pretraining-only demo (corpus -> TP=2 pretraining -> GSM8K evaluation).
+demo-pretrain: install
 	bash examples/demo.sh
 
 bench: install

@@ -15,7 +15,7 @@ PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 WORK=${SLURM_TEST_DIR:-$(mktemp -d /tmp/dsm-slurm.XXXXXX)}
 TIMEOUT=${SLURM_TEST_TIMEOUT:-900}
 ITERS=${SLURM_TEST_ITERS:-6}
-JOBS=${SLURM_TEST_JOBS:-pretrain pretrain-torchrun mine grpo sft}
+JOBS=${SLURM_TEST_JOBS:-pretrain pretrain-torchrun mine grpo sft recipe}
 PIDS=()
 MUNGE_PIDFILE=""
 JOBID=""
@@ -317,4 +317,52 @@ PY
     || fail "failed array task: $resume_line (log: $WORK/log/resume.log)"
   log "$resume_line"
   echo "PASS: slurm mining job $MINE_JOB ran its stages as datatrove Slurm arrays ($pages pages collected; dedup before recall kept the pages a local 1-task dedup keeps, one of each planted duplicate group); a refused stage is one error line; a failed array task is redone alone"
+fi
+
+# ---- 5e. the demo recipe as a chain of sbatch jobs (tools/recipe.py --executor slurm):
+# every stage its own job, each after the previous one (--dependency=afterok),
+# the last job's log ends with the stage table; toy sizes via --set.
+if [[ " $JOBS " == *" recipe "* ]]; then
+  ROUT=$WORK/recipe
+  SETS=(--set task.train_size=300 --set task.heldout_size=40 --set task.pages=30 --set task.seed_pages=10
+        --set task.rm_questions=40 --set task.planted_heldout=3 --set task.planted_gsm8k=3
+        --set stages.mine.args.max_iterations=1 --set stages.mine.args.slurm_poll_s=2
+        --set stages.mine.args.slurm_mem_per_cpu_gb=1 --set stages.mine.args.slurm_time=20:00
+        --set stages.pretrain.args.train_iters=10 --set stages.pretrain.args.eval_interval=10
+        --set stages.sft.args.train_iters=10 --set stages.reward_model.samples=2
+        --set stages.reward_model.args.train_iters=4 --set stages.reward_model.args.eval_interval=4
+        --set stages.rl.args.train_iters=2 --set stages.rl.args.rl_eval_interval=2
+        --set stages.rl.args.rl_eval_size=40 --set stages.evaluate.args.limit=20
+        --set executor.time=30:00)
+  (cd "$REPO" && "$PYTHON" tools/recipe.py run --recipe examples/recipes/demo.yaml --output "$ROUT" \
+      --executor slurm "${SETS[@]}") >"$WORK/log/recipe_submit.log" 2>&1 \
+    || fail "recipe submission failed: $(tail -n 5 "$WORK/log/recipe_submit.log")"
+  cat "$WORK/log/recipe_submit.log"
+  mapfile -t RJOBS < <("$PYTHON" -c "import json,sys; [print(k, v['job'], v['log']) for k, v in json.load(open(sys.argv[1])).items()]" "$ROUT/slurm/jobs.json")
+  (( ${#RJOBS[@]} == 8 )) || fail "expected 8 stage jobs, found ${#RJOBS[@]}"
+  prev_end="" t0=$SECONDS
+  for row in "${RJOBS[@]}"; do
+    read -r stage id rlog <<<"$row"
+    while (( SECONDS - t0 < TIMEOUT * 3 )); do
+      jstate=$(scontrol show job "$id" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)
+      case "$jstate" in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY) break ;; esac
+      sleep 5
+    done
+    info=$(scontrol show job "$id" 2>/dev/null)
+    [[ "$jstate" == COMPLETED ]] || { cat "$rlog" 2>/dev/null | tail -n 30; fail "recipe stage $stage (job $id) ended '$jstate'"; }
+    start=$(grep -o 'StartTime=[^ ]*' <<<"$info" | cut -d= -f2); end=$(grep -o 'EndTime=[^ ]*' <<<"$info" | cut -d= -f2)
+    [[ -z "$prev_end" || ! "$start" < "$prev_end" ]] || fail "stage $stage (job $id) started $start, before the previous stage ended ($prev_end)"
+    log "recipe stage $stage: job $id COMPLETED ($start -> $end)"
+    prev_end=$end
+  done
+  last_log=$(awk '{print $3}' <<<"${RJOBS[7]}")
+  grep -q "8/8 stages done" "$last_log" || fail "the last job's log does not end with the 8-stage table"
+  grep -E '^(mine|decontaminate|preprocess|pretrain|sft|reward_model|rl|evaluate) ' "$last_log" | tail -n 8
+  (cd "$REPO" && "$PYTHON" tools/recipe.py status --recipe examples/recipes/demo.yaml --output "$ROUT" "${SETS[@]}") \
+    >"$WORK/log/recipe_status.log" 2>&1 || fail "recipe status failed"
+  n_done=$(grep -cE '^(mine|decontaminate|preprocess|pretrain|sft|reward_model|rl|evaluate) +done ' "$WORK/log/recipe_status.log")
+  (( n_done == 8 )) || { cat "$WORK/log/recipe_status.log"; fail "status shows $n_done of 8 stages done"; }
+  "$PYTHON" -c "import json,sys; d=json.load(open(sys.argv[1])); assert [s['name'] for s in d['stages']] == ['mine','decontaminate','preprocess','pretrain','sft','reward_model','rl','evaluate'] and all(s['ok'] for s in d['stages']), d" "$ROUT/summary.json" \
+    || fail "summary.json does not hold the 8 stages, all ok"
+  echo "PASS: the demo recipe ran as a chain of 8 sbatch jobs (afterok), each stage after the one before; status and summary.json show all 8 done"
 fi

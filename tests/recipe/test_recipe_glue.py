@@ -1,0 +1,61 @@
+"""What the recipe measures between tools, on hand-built files: recall and
+precision of mining against the labels, the planted pages decontamination
+cut, the reward model's records split by question, and the task's files."""
+
+import json
+
+from megatron_dsm.io import read_jsonl, write_json, write_jsonl
+from megatron_dsm.recipe import glue
+from megatron_dsm.recipe.task import TaskConfig, write_task
+
+
+def test_recall_metrics_against_labels(tmp_path):
+    pool = [{"id": "a", "label": "math"}, {"id": "b", "label": "math"}, {"id": "c", "label": "non_math"},
+            {"id": "task-page-1", "label": "math"}, {"id": "task-page-2", "label": "math"}]
+    write_jsonl(tmp_path / "pool.jsonl", pool)
+    write_jsonl(tmp_path / "corpus.jsonl", [{"id": i} for i in ("a", "c", "task-page-1")])
+    m = glue.recall_metrics([str(tmp_path / "pool.jsonl")], tmp_path / "corpus.jsonl")
+    # 2 of the 3 recalled are math; 2 of the 4 math pages recalled; 1 of 2 task pages
+    assert m == {"pages_in": 5, "math_pages_in": 4, "pages_recalled": 3, "precision": round(2 / 3, 4),
+                 "recall": 0.5, "task_pages_recall": 0.5}
+
+
+def test_planted_cut(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", [{"id": "p1", "planted": "heldout"}, {"id": "p2", "planted": "gsm8k"},
+                                        {"id": "p3", "planted": "gsm8k"}, {"id": "x"}])
+    write_json(tmp_path / "report.json", {"documents": [{"id": "p1", "segments_removed": 2},
+                                                        {"id": "p3", "dropped": True},
+                                                        {"id": "x", "segments_removed": 1}]})
+    m = glue.planted_cut(tmp_path / "in.jsonl", tmp_path / "report.json")
+    assert m == {"planted_in": 3, "planted_cut": 2, "other_pages_cut": 1,
+                 "planted": {"gsm8k": {"in": 2, "cut": 1}, "heldout": {"in": 1, "cut": 1}}}
+
+
+def test_orm_records_keep_a_question_on_one_side(tmp_path):
+    questions = [{"id": f"q{i}", "question": f"question {i}", "answer": str(i)} for i in range(10)]
+    write_jsonl(tmp_path / "q.jsonl", questions)
+    write_jsonl(tmp_path / "samples.jsonl", [{"id": f"q{i}", "completions": [f" {i}", " 0"],
+                                              "correct": [True, i == 0]} for i in range(10)])
+    counts = glue.orm_records(tmp_path / "samples.jsonl", str(tmp_path / "q.jsonl"), tmp_path, 0.2)
+    assert counts["valid"] == 4 and counts["train"] == 16
+    train = {r["question"] for _, r in read_jsonl(tmp_path / "orm_train.jsonl")}
+    valid = {r["question"] for _, r in read_jsonl(tmp_path / "orm_valid.jsonl")}
+    assert len(valid) == 2 and not train & valid
+    labels = [r["label"] for _, r in read_jsonl(tmp_path / "orm_train.jsonl")]
+    assert counts["train_correct"] == sum(labels)
+
+
+def test_task_files(tmp_path):
+    cfg = TaskConfig(train_size=50, heldout_size=10, pages=6, seed_pages=2, planted_heldout=2,
+                     planted_gsm8k=3, rm_questions=5)
+    counts = write_task(cfg, tmp_path)
+    assert counts["planted"] == {"heldout": 2, "gsm8k": 3} and counts["pages"] == 9
+    train = [r["question"] for _, r in read_jsonl(tmp_path / "train.jsonl")]
+    held = [r["question"] for _, r in read_jsonl(tmp_path / "heldout.jsonl")]
+    assert len(train) == 50 and len(held) == 10 and not set(train) & set(held)
+    pages = [r for _, r in read_jsonl(tmp_path / "pages.jsonl")]
+    quoting = [p for p in pages if any(q in p["text"] for q in held)]
+    assert {p["id"] for p in quoting} == {p["id"] for p in pages if p.get("planted") == "heldout"}
+    bench = json.loads((tmp_path / "benchmarks" / "arith_heldout" / "test.jsonl").read_text().splitlines()[0])
+    assert set(bench) == {"id", "question"}
+    assert (tmp_path / "benchmarks" / "gsm8k_openai" / "test.jsonl").is_file()
