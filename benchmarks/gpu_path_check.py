@@ -36,6 +36,9 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+# megatron-core and the training stack are imported inside the functions
+# (optional at refusal time): --preflight answers before loading them.
+
 # prompt lengths of the generation batch: repeats (one group) and singles
 LENGTHS = (5, 17, 3, 17, 9, 1, 12, 5)
 
@@ -70,8 +73,9 @@ def refusal(args) -> str | None:
         return None if args.cpu_check else "no CUDA device; run this on a GPU host (or --cpu-check)"
     import torch
 
-    if torch.cuda.device_count() < 2:
-        return f"TP=2 needs 2 GPUs, this host has {torch.cuda.device_count()}"
+    # the device-generic count: CUDA calls stay in megatron_dsm/platform.py
+    if torch.accelerator.device_count() < 2:
+        return f"TP=2 needs 2 GPUs, this host has {torch.accelerator.device_count()}"
     if not transformer_engine_available() and not args.allow_local_spec:
         return "transformer_engine does not import on this GPU host (or --allow-local-spec)"
     return None
