@@ -46,7 +46,8 @@ def main(argv=None):
                     help="on a GPU without transformer-engine, measure the local spec instead of failing")
     ap.add_argument("--cpu-check", action="store_true",
                     help="no GPU: run this script's code path on the CPU in fp32 (checks the script, not the GPU)")
-    args = ap.parse_args(argv)
+    # gpu_smoke.sh passes the same flags to gpu_path_check.py, which has its own
+    args, _ = ap.parse_known_args(argv)
 
     from megatron_dsm import platform
 

@@ -1,6 +1,9 @@
 """benchmarks/gpu_smoke.sh can only be measured on a GPU; these tests run its
-code path on the CPU (--cpu-check) so the script is known to work before a
-GPU hour is spent on it, and check its MFU arithmetic and peak table."""
+code paths on the CPU (--cpu-check) so the script is known to work before a
+GPU hour is spent on it: the throughput part (its MFU arithmetic and peak
+table) and the TP=2 part (benchmarks/gpu_path_check.py: a pretraining step, a
+save and a load, a mixed-length generation batch against single-row
+generation)."""
 import importlib.util
 import re
 import subprocess
@@ -15,9 +18,10 @@ gpu_smoke = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(gpu_smoke)
 
 
-def run(*args):
+def run(*args, timeout=300):
     return subprocess.run(["bash", "benchmarks/gpu_smoke.sh", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env={"PY": sys.executable, "PATH": "/usr/bin:/bin"})
+                          text=True, timeout=timeout,
+                          env={"PY": sys.executable, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
 
 
 @pytest.mark.parametrize("name, peak", [
@@ -29,14 +33,16 @@ def test_peak_table_longest_name_wins(name, peak):
     assert gpu_smoke.peak_tflops(name) == peak
 
 
-def test_refuses_without_cuda_in_one_line():
-    p = run("--steps", "1")
+@pytest.mark.parametrize("part, name", [("", "gpu_smoke"), ("tp2", "gpu_path_check")])
+def test_refuses_without_cuda_in_one_line(part, name):
+    p = run(*([part] if part else []), "--steps", "1")
     assert p.returncode == 2
-    assert p.stderr.strip().splitlines()[-1].startswith("gpu_smoke: no CUDA device")
+    assert p.stderr.strip().splitlines() == [f"{name}: no CUDA device; run this on a GPU host (or --cpu-check"
+                                             + (" to test the script)" if name == "gpu_smoke" else ")")]
 
 
 def test_cpu_check_runs_the_script_and_its_mfu_arithmetic():
-    p = run("--cpu-check", "--model", "tiny", "--vocab-size", "512", "--seq-length", "64",
+    p = run("throughput", "--cpu-check", "--model", "tiny", "--vocab-size", "512", "--seq-length", "64",
             "--micro-batch-size", "2", "--steps", "3", "--warmup", "1", "--peak-tflops", "0.5")
     assert p.returncode == 0, p.stderr[-3000:]
     head, last = p.stdout.strip().splitlines()[-2:]
@@ -52,3 +58,18 @@ def test_cpu_check_runs_the_script_and_its_mfu_arithmetic():
     per_token = preset("tiny", vocab_size=512, seq_length=64).train_flops_per_token()
     assert tflops == pytest.approx(tokens_s * per_token / 1e12, rel=0.01)
     assert mfu == pytest.approx(100 * tflops / 0.5, rel=0.01, abs=0.06)
+
+
+def test_cpu_check_runs_the_tp2_path():
+    """TP=2 under torchrun (gloo): a step, a save and a load into a fresh model
+    with equal parameters, and 8 mixed-length prompts each generating what
+    they generate alone (fp32: the tokens and, to 1e-4, the log-probs)."""
+    p = run("tp2", "--cpu-check", "--model", "tiny", "--vocab-size", "512", "--seq-length", "64",
+            "--micro-batch-size", "2", "--max-new-tokens", "6", timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    check, gen = p.stdout.strip().splitlines()[-2:]
+    assert check.startswith("tp2 check: cpu; backend gloo;") and "(parameters equal)" in check, check
+    assert "fp32 (cpu check)" in check
+    assert "rows equal to single-row generation 8/8" in gen, gen
+    worst = float(re.search(r"max \|batch - alone\| log-prob ([\d.e+-]+)", gen)[1])
+    assert worst <= 1e-4
