@@ -2,6 +2,7 @@
 training examples), a fast CLI run (loss and held-out loss fall, a
 fine-tune run starts from the loaded weights), response-only loss through
 the stage's forward step, pack order, and one-line errors."""
+import pytest
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from tests.sft.overfit import build
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_overfit_demo_exact_match(tmp_path, dist_cleanup):
     prefix, tok, convs, info = build(tmp_path, 300)
     assert info["samples"] == 300 and info["packs"] < 300        # packed several per context
