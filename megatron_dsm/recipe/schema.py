@@ -203,6 +203,22 @@ def _set(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``30:00`` as the base-60 number 1800: a recipe's Slurm
+    times (``time: 30:00``, ``--set executor.time=30:00``) stay strings."""
+
+
+def _number_or_time(loader, node):
+    if ":" in node.value:
+        return node.value
+    ctor = yaml.SafeLoader.construct_yaml_int if node.tag.endswith(":int") else yaml.SafeLoader.construct_yaml_float
+    return ctor(loader, node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _number_or_time)
+_Loader.add_constructor("tag:yaml.org,2002:float", _number_or_time)
+
+
 def apply_overrides(tree: dict, overrides: list[str]) -> dict:
     """``key.path=value`` pairs (values read as YAML) over the file's tree."""
     for item in overrides:
@@ -210,7 +226,7 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
         if not eq or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. stages.pretrain.args.train_iters=20")
         try:
-            value = yaml.safe_load(raw)
+            value = yaml.load(raw, Loader=_Loader)
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
         _set(tree, key.strip(), value)
@@ -241,7 +257,7 @@ def read_tree(path: str | Path, overrides: list[str] = ()) -> dict:
     if not p.is_file():
         raise ConfigError(f"recipe not found: {p}")
     try:
-        tree = yaml.safe_load(p.read_text()) or {}
+        tree = yaml.load(p.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: invalid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(tree, dict):

@@ -59,3 +59,17 @@ def test_task_files(tmp_path):
     bench = json.loads((tmp_path / "benchmarks" / "arith_heldout" / "test.jsonl").read_text().splitlines()[0])
     assert set(bench) == {"id", "question"}
     assert (tmp_path / "benchmarks" / "gsm8k_openai" / "test.jsonl").is_file()
+
+
+def test_slurm_times_stay_strings_in_recipes_and_overrides(tmp_path):
+    """YAML 1.1 reads 30:00 as 1800 (base 60); a Slurm time limit must stay the
+    string Slurm takes, from the file and from --set alike."""
+    from megatron_dsm.recipe import schema
+
+    f = tmp_path / "r.yaml"
+    f.write_text("executor: {time: 30:00}\nstages: {mine: {time: 1:30:00, n: 20, lr: 1.5}}\n")
+    tree = schema.read_tree(f, ["stages.mine.args.slurm_time=20:00", "stages.mine.k=3"])
+    assert tree["executor"]["time"] == "30:00"
+    assert tree["stages"]["mine"]["time"] == "1:30:00"
+    assert tree["stages"]["mine"]["args"]["slurm_time"] == "20:00"
+    assert (tree["stages"]["mine"]["n"], tree["stages"]["mine"]["lr"], tree["stages"]["mine"]["k"]) == (20, 1.5, 3)
