@@ -20,7 +20,6 @@ import dataclasses
 import shutil
 import time
 import uuid
-from pathlib import Path
 from typing import Callable
 
 from megatron_dsm.config import ConfigError
