@@ -378,10 +378,10 @@ FUNCTION_SHIMS = (
 _installed: list[str] = []
 
 
-def install_cpu_shims() -> list[str]:
-    """Install every shim in :data:`SHIMS`; idempotent. Returns module names."""
-    if torch.cuda.is_available():
-        raise RuntimeError("CPU shims must not be installed when CUDA is available")
+def install() -> list[str]:
+    """Install every shim in :data:`SHIMS`; idempotent. Returns module names.
+    Only ``platform.install_cpu_shims`` calls it, after checking that no CUDA
+    device is present (device logic stays in ``platform``)."""
     if _installed:
         return list(_installed)
     cpu_torch = _CpuTorch()

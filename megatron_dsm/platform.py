@@ -17,7 +17,8 @@ import socket
 
 import torch
 
-from megatron_dsm.cpu_shims import cos_and_folded_sin, install_cpu_shims, shims_installed  # noqa: F401
+from megatron_dsm import cpu_shims
+from megatron_dsm.cpu_shims import cos_and_folded_sin, shims_installed  # noqa: F401
 
 # ---------------------------------------------------------------------------
 # device
@@ -104,6 +105,13 @@ def set_rng_state(state: dict) -> None:
     from megatron.core import tensor_parallel
 
     tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def install_cpu_shims() -> list[str]:
+    """The CPU shims of :mod:`megatron_dsm.cpu_shims`; refused where CUDA is available."""
+    if cuda_available():
+        raise RuntimeError("CPU shims must not be installed when CUDA is available")
+    return cpu_shims.install()
 
 
 # ---------------------------------------------------------------------------
