@@ -98,15 +98,17 @@ def benchmark_config(name: str, questions: str, out: Path) -> Path:
 def orm_records(samples: Path, questions: str, out_dir: Path, valid_fraction: float, seed: int = 0) -> dict:
     """Graded samples (tools/evaluate.py records) -> outcome RM records
     {question, solution, label}, split into train / valid by question so the
-    AUC is measured on questions the RM never saw."""
+    AUC is measured on questions the RM never saw.  Empty completions carry
+    no solution to score and are left out (counted as ``empty``)."""
     text = {str(r["id"]): r["question"] for _, r in read_jsonl(questions)}
     rows = [r for _, r in read_jsonl(samples)]
     random.Random(seed).shuffle(rows)
     n_valid = max(1, int(len(rows) * valid_fraction))
-    counts = {}
+    counts = {"empty": 0}
     for name, part in (("valid", rows[:n_valid]), ("train", rows[n_valid:])):
-        recs = [{"question": text[str(r["id"])], "solution": c.strip(), "label": int(ok)}
-                for r in part for c, ok in zip(r["completions"], r["correct"])]
+        pairs = [(r, c.strip(), ok) for r in part for c, ok in zip(r["completions"], r["correct"])]
+        recs = [{"question": text[str(r["id"])], "solution": c, "label": int(ok)} for r, c, ok in pairs if c]
+        counts["empty"] += len(pairs) - len(recs)
         write_jsonl(out_dir / f"orm_{name}.jsonl", recs)
         counts[name] = len(recs)
         counts[f"{name}_correct"] = sum(r["label"] for r in recs)

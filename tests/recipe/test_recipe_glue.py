@@ -45,6 +45,17 @@ def test_orm_records_keep_a_question_on_one_side(tmp_path):
     assert counts["train_correct"] == sum(labels)
 
 
+def test_orm_records_leave_out_empty_completions(tmp_path):
+    # an empty sample is no solution to score: the RM's data reader refuses it
+    write_jsonl(tmp_path / "q.jsonl", [{"id": "q0", "question": "question 0", "answer": "1"}])
+    write_jsonl(tmp_path / "samples.jsonl", [{"id": "q0", "completions": [" 1", "  ", ""],
+                                              "correct": [True, False, False]}])
+    counts = glue.orm_records(tmp_path / "samples.jsonl", str(tmp_path / "q.jsonl"), tmp_path, 0.5)
+    assert counts["empty"] == 2 and counts["valid"] + counts["train"] == 1
+    rows = [r for f in ("orm_valid", "orm_train") for _, r in read_jsonl(tmp_path / f"{f}.jsonl")]
+    assert rows == [{"question": "question 0", "solution": "1", "label": 1}]
+
+
 def test_task_files(tmp_path):
     cfg = TaskConfig(train_size=50, heldout_size=10, pages=6, seed_pages=2, planted_heldout=2,
                      planted_gsm8k=3, rm_questions=5)
