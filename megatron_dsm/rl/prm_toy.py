@@ -19,6 +19,13 @@ labellings of the same text:
 * ``propagated`` (what Math-Shepherd labels look like): every step from the
   wrong one on is labelled 0 (none of them can reach the answer any more),
   so later steps are more often bad and position alone predicts labels.
+* ``first_error`` (the held-out judge of a Math-Shepherd PRM): the solution
+  up to and including its first wrong step, labelled 1 ... 1 0; clean
+  solutions whole.  The two labellings above disagree only on the steps
+  after the wrong one, so those are not judged: a PRM trained on
+  Math-Shepherd labels must find the first error, as in ProcessBench.
+  A causal PRM's score of a step depends on the text before it alone, so
+  cutting the text there changes no score of the steps that are kept.
 
 ``position_baseline`` fits P(good | position) on training records and scores
 steps by it: the position-only model a PRM must beat on the local set.
@@ -31,10 +38,11 @@ import re
 from typing import Sequence
 
 from megatron_dsm.rl.arith_task import Problem
+from megatron_dsm.rl.reward_metrics import auc
 from megatron_dsm.rl.rm_data import split_steps
 
 STEP_SEPARATOR = ". "
-LABELLINGS = ("local", "propagated")
+LABELLINGS = ("local", "propagated", "first_error")
 _EQ = re.compile(r"^(\d+)([+\-])(\d+)=(\d+)$")
 _ANSWER = re.compile(r"^The answer is (-?\d+)\.?$")
 
@@ -87,6 +95,8 @@ def corrupt(problem: Problem, at: int, rng: random.Random, labelling: str) -> tu
     else:
         wrong = _off(rng, int(_ANSWER.match(steps[at]).group(1)))
         bad = f"The answer is {wrong}."
+    if labelling == "first_error":
+        return steps[:at] + [bad], [1.0] * at + [0.0]
     rest = _replay(steps[at + 1:], wrong)
     after = 1.0 if labelling == "local" else 0.0
     return steps[:at] + [bad] + rest, [1.0] * at + [0.0] + [after] * len(rest)
@@ -133,3 +143,23 @@ def position_scores(model: dict[int, float], records: Sequence[dict]) -> list[fl
 
 def step_labels(records: Sequence[dict]) -> list[float]:
     return [float(x) for r in records for x in r["step_labels"]]
+
+
+def auc_by_position(scores: Sequence[float], records: Sequence[dict]) -> dict[int, tuple[float, int, int]]:
+    """Step AUC of ``scores`` (flattened like ``step_labels``) within each step
+    position: {position: (auc, steps, wrong steps)} for the positions that
+    hold both labels.  A position-only scorer has 0.5 at every position, so
+    this says which steps a PRM judges."""
+    labels = step_labels(records)
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores for {len(labels)} steps")
+    by: dict[int, tuple[list[float], list[float]]] = {}
+    i = 0
+    for r in records:
+        for k in range(len(r["steps"])):
+            s, y = by.setdefault(k, ([], []))
+            s.append(float(scores[i]))
+            y.append(labels[i])
+            i += 1
+    return {k: (auc(s, y), len(y), sum(1 for v in y if v < 0.5)) for k, (s, y) in sorted(by.items())
+            if 0 < sum(1 for v in y if v >= 0.5) < len(y)}
