@@ -11,8 +11,10 @@ The paper's section 4 on the toy arithmetic task of examples/grpo_demo.py:
 3. an outcome RM and a process RM trained from the SFT checkpoint with the
    RM recipe examples/configs/toy_rm.yaml (its own lr and batch); the PRM's
    step AUC on a generated held-out step set in which wrong steps occur
-   equally at every position (rl/prm_toy.py), against a position-only model
-   fitted on the same PRM training data;
+   equally at every position, each solution up to its first wrong step
+   (rl/prm_toy.py, labelling "first_error"), against a position-only model
+   fitted on the same PRM training data (and, for scale, one fitted on the
+   held-out steps themselves);
 4. GRPO+OS scored by the ORM and GRPO+PS scored by the PRM from the same SFT
    policy with equal budgets (steps, questions, samples, lr);
 5. one round of iterative RL: GRPO+OS with the ORM for half the steps, the
@@ -66,6 +68,12 @@ from megatron_dsm.training.loop import Trainer  # noqa: E402
 
 RM_RECIPE = REPO / "examples" / "configs" / "toy_rm.yaml"
 SEP = prm_toy.STEP_SEPARATOR
+# RL against a learned RM, on top of grpo_demo's defaults (its lr 2e-4 and
+# beta 0 suit the exact grader): a 2-layer RM at AUC ~0.8 is gamed within 20
+# steps by a free policy (held-out accuracy 0.30 -> 0.09, the samples turned to
+# well-formed nonsense), so a tight KL to the SFT policy, a lower lr and a soft
+# overlong penalty keep the policy where the RM's judgement holds.
+LEARNED_RM_RL = ["--beta", "1.0", "--lr", "1e-4", "--overlong-buffer", "8"]
 
 
 def own_args(argv):
@@ -76,7 +84,7 @@ def own_args(argv):
     p.add_argument("--rm-shepherd-samples", type=int, default=4, help="completions per step prefix")
     p.add_argument("--rm-steps", type=int, default=None, help="RM training steps (default: the recipe's)")
     p.add_argument("--step-set-size", type=int, default=300, help="held-out step-set solutions")
-    p.add_argument("--rl-steps", type=int, default=80, help="steps of each RL run")
+    p.add_argument("--rl-steps", type=int, default=60, help="steps of each RL run")
     p.add_argument("--rl-eval-every", type=int, default=20)
     p.add_argument("--iterative-rm-steps", type=int, default=30, help="RM steps of the iterative refresh")
     p.add_argument("--hack-samples", type=int, default=2, help="samples per held-out question (T=1) for "
@@ -88,7 +96,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     sft_demo, rest = grpo_demo.demo_args(argv)
     demo, rest = own_args(rest)
-    base = grpo_demo.DEFAULTS + ["--train-iters", str(demo.rl_steps), "--rl-eval-interval", str(demo.rl_eval_every)]
+    base = grpo_demo.DEFAULTS + LEARNED_RM_RL + ["--train-iters", str(demo.rl_steps),
+                                                 "--rl-eval-interval", str(demo.rl_eval_every)]
     train, model_cfg, rl = parse_args(base + rest, extra=RLConfig)
     work = Path(sft_demo.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -105,7 +114,10 @@ def main(argv=None) -> int:
     say(f"> 2. RM data from the SFT policy's samples ({time.perf_counter() - t0:.0f}s)")
     rms = train_rms(demo, work, model_cfg, tok, data, held_p)
     say(f"> 3. ORM and PRM trained ({time.perf_counter() - t0:.0f}s): ORM held-out AUC {rms['orm_auc']:.3f}, "
-        f"PRM step AUC {rms['prm_auc']:.3f} (position only {rms['position_auc']:.3f})")
+        f"PRM step AUC {rms['prm_auc']:.3f} (position only {rms['position_auc']:.3f}; fitted on the "
+        f"held-out steps themselves {rms['position_auc_fit_on_heldout']:.3f})")
+    say("  PRM step AUC within each step position (a position-only scorer: 0.5): " + ", ".join(
+        f"step {int(k) + 1} {a:.3f} ({n} steps, {w} wrong)" for k, (a, n, w) in rms["prm_auc_by_position"].items()))
 
     held = items_from_problems(held_p)
     runs = {}
@@ -161,7 +173,7 @@ def rm_data(demo, work: Path, train_p, dev_p, rl) -> dict:
 def train_rms(demo, work: Path, model_cfg, tok, data: dict, held_p) -> dict:
     """ORM and PRM with the toy RM recipe, from the SFT checkpoint's backbone;
     the PRM evaluated on the generated held-out step set."""
-    step_set = prm_toy.step_set(held_p[:demo.step_set_size], seed=17, labelling="local")
+    step_set = prm_toy.step_set(held_p[:demo.step_set_size], seed=17, labelling="first_error")
     write_jsonl(work / "step_set.jsonl", step_set)
     recipe_train, _, _ = parse_args(["--config", str(RM_RECIPE)], extra=RMConfig)
     res = {}
@@ -184,8 +196,12 @@ def train_rms(demo, work: Path, model_cfg, tok, data: dict, held_p) -> dict:
     labels = prm_toy.step_labels(step_set)
     train_recs = [r for _, r in read_jsonl(data["prm_train"])]
     res["prm_auc"] = reward_metrics.auc(probs, labels)
+    res["prm_auc_by_position"] = {str(k): v for k, v in prm_toy.auc_by_position(probs, step_set).items()}
     res["position_auc"] = reward_metrics.auc(
         prm_toy.position_scores(prm_toy.position_baseline(train_recs), step_set), labels)
+    # the best any position-only scorer can do here: fitted on the step set itself
+    res["position_auc_fit_on_heldout"] = reward_metrics.auc(
+        prm_toy.position_scores(prm_toy.position_baseline(step_set), step_set), labels)
     return res
 
 
@@ -264,14 +280,14 @@ def report(runs: dict, rms: dict, work: Path, seconds: float) -> None:
     se = lambda p: math.sqrt(max(p * (1 - p), 0.0) / n)  # noqa: E731
     rm_auc = {"grpo_os_orm": f"ORM {rms['orm_auc']:.3f}", "grpo_ps_prm": f"PRM {rms['prm_auc']:.3f} (steps)",
               "iterative": f"ORM {rms['orm_auc']:.3f} (then refreshed)"}
-    say(f"\n{'policy':<13} {'held-out acc':>14}  {'RM held-out AUC':<24} reward-hacking check on the final "
+    say(f"\n{'policy':<13} {'held-out acc':>14}  {'RM held-out AUC':<26} reward-hacking check on the final "
         f"policy's samples (T=1)")
-    say(f"{'sft':<13} {sft_acc:>7.3f} ±{se(sft_acc):.3f}  {'-':<24} -")
+    say(f"{'sft':<13} {sft_acc:>7.3f} ±{se(sft_acc):.3f}  {'-':<26} -")
     for tag, r in runs.items():
         acc = sum(r["final"]) / n
         h = r["hack"]
         auc = f"{h['rm auc vs grader']:.3f}" if "rm auc vs grader" in h else "-"
-        say(f"{tag:<13} {acc:>7.3f} ±{se(acc):.3f}  {rm_auc[tag]:<24} grader acc {h['grader accuracy']:.3f}, "
+        say(f"{tag:<13} {acc:>7.3f} ±{se(acc):.3f}  {rm_auc[tag]:<26} grader acc {h['grader accuracy']:.3f}, "
             f"RM score {h['rm score']:.3f} (right {h['rm score right']:.3f}, wrong {h['rm score wrong']:.3f}), "
             f"RM AUC vs grader {auc}")
     os_c, ps_c = runs["grpo_os_orm"]["final"], runs["grpo_ps_prm"]["final"]
