@@ -75,10 +75,18 @@ def skip_counts(step) -> dict[str, int]:
 
 
 class _PageShards:
-    """Mixin: ``metadata["page_shard"]`` from the position of the document's file in the reader's file list."""
+    """Mixin of the page readers: their options (pages over ``max_page_bytes``
+    are skipped) and ``metadata["page_shard"]`` from the position of the
+    document's file in the reader's file list."""
 
     shard_offset: int | None = None
     _positions: dict[str, int] | None = None
+
+    def __init__(self, data_folder, glob_pattern: str | None = None, max_page_bytes: int = MAX_PAGE_BYTES,
+                 shard_offset: int | None = None, **kw):
+        super().__init__(data_folder, glob_pattern=glob_pattern, **kw)
+        self.max_page_bytes = max_page_bytes
+        self.shard_offset = shard_offset
 
     def page_shard(self, filepath: str) -> str:
         if self._positions is None:
@@ -107,12 +115,6 @@ class WarcPageReader(_PageShards, BaseDiskReader):
 
     name = "WARC/WET pages"
     _requires_dependencies = ["warcio"]
-
-    def __init__(self, data_folder, glob_pattern: str | None = None, max_page_bytes: int = MAX_PAGE_BYTES,
-                 shard_offset: int | None = None, **kw):
-        super().__init__(data_folder, glob_pattern=glob_pattern, **kw)
-        self.max_page_bytes = max_page_bytes
-        self.shard_offset = shard_offset
 
     def read_file(self, filepath: str):
         from warcio.archiveiterator import ArchiveIterator
@@ -209,12 +211,6 @@ class JsonlPageReader(_PageShards, BaseDiskReader):
 
     name = "jsonl pages"
     _requires_dependencies = ["orjson"]
-
-    def __init__(self, data_folder, glob_pattern: str | None = None, max_page_bytes: int = MAX_PAGE_BYTES,
-                 shard_offset: int | None = None, **kw):
-        super().__init__(data_folder, glob_pattern=glob_pattern, **kw)
-        self.max_page_bytes = max_page_bytes
-        self.shard_offset = shard_offset
 
     def read_file(self, filepath: str):
         import orjson

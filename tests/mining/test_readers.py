@@ -93,3 +93,18 @@ def test_jsonl_reader_text_html_and_bad_lines(tmp_path):
     assert [(d.id, d.metadata["format"]) for d in docs] == [("a", "text"), ("b", "html")]
     assert docs[0].metadata["label"] == "math" and docs[1].text == "<p>hi</p>"
     assert skip_counts(r) == {"skipped_bad_json": 2, "skipped_empty": 1, "skipped_no_content": 1}
+
+
+def test_page_reader_options_shard_offset_and_page_size(tmp_path):
+    """Both page readers take ``max_page_bytes`` and ``shard_offset`` (the
+    page_shard of a document: the offset plus its file's place in the list)."""
+    for i, text in enumerate(["first page", "second page " + "y" * 300]):
+        (tmp_path / f"p{i}.jsonl").write_text(json.dumps({"url": f"https://p.org/{i}", "text": text}) + "\n")
+    r = JsonlPageReader(str(tmp_path), glob_pattern="*.jsonl", shard_offset=10, max_page_bytes=200)
+    docs = read(r)
+    assert [(d.metadata["url"], d.metadata["page_shard"]) for d in docs] == [("https://p.org/0", "00000010")]
+    assert skip_counts(r) == {"skipped_too_large": 1}
+    write_warc(tmp_path / "w.warc.gz", [("https://w.org/1", GOOD, "text/html", "response")])
+    w = WarcPageReader(str(tmp_path), glob_pattern="*.warc.gz", shard_offset=3, max_page_bytes=len(GOOD) + 1)
+    assert [d.metadata["page_shard"] for d in read(w)] == ["00000003"]
+    assert WarcPageReader(str(tmp_path), glob_pattern="*.warc.gz", max_page_bytes=10).max_page_bytes == 10
