@@ -25,14 +25,7 @@ from megatron_dsm.training.logging import parse_line
 
 def join_shards(folder: Path, out: Path) -> int:
     """Every record of ``folder``'s jsonl(.gz) shards, in shard order, into one jsonl."""
-    shards = sorted(p for p in Path(folder).glob("*.jsonl*") if p.is_file())
-    n = 0
-    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for shard in shards:
-            for _, rec in read_jsonl(shard):
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                n += 1
-    return n
+    return concat_jsonl(sorted(str(p) for p in Path(folder).glob("*.jsonl*") if p.is_file()), out)
 
 
 def concat_jsonl(inputs: list[str], out: Path) -> int:

@@ -84,3 +84,15 @@ def test_slurm_times_stay_strings_in_recipes_and_overrides(tmp_path):
     assert tree["stages"]["mine"]["time"] == "1:30:00"
     assert tree["stages"]["mine"]["args"]["slurm_time"] == "20:00"
     assert (tree["stages"]["mine"]["n"], tree["stages"]["mine"]["lr"], tree["stages"]["mine"]["k"]) == (20, 1.5, 3)
+
+
+def test_join_shards_in_shard_order_and_concat(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_jsonl(shards / "00001.jsonl", [{"id": "c"}])
+    write_jsonl(shards / "00000.jsonl", [{"id": "a"}, {"id": "b"}])
+    (shards / "notes.txt").write_text("not a shard")
+    assert glue.join_shards(shards, tmp_path / "all.jsonl") == 3
+    assert [r["id"] for _, r in read_jsonl(tmp_path / "all.jsonl")] == ["a", "b", "c"]
+    n = glue.concat_jsonl([str(shards / "00001.jsonl"), str(tmp_path / "all.jsonl")], tmp_path / "cat.jsonl")
+    assert n == 4 and [r["id"] for _, r in read_jsonl(tmp_path / "cat.jsonl")] == ["c", "a", "b", "c"]
