@@ -38,15 +38,9 @@ _DEEPSEEK_7B = {
 HF_PRESETS: dict[str, dict] = {
     "deepseek-coder-v1.5-7b": dict(_DEEPSEEK_7B),
     "deepseekmath-7b": dict(_DEEPSEEK_7B),
-    "llama-2-7b": {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-        "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
-        "max_position_embeddings": 4096, "rope_theta": 10000.0, "rope_scaling": None,
-        "rms_norm_eps": 1e-5, "hidden_act": "silu", "tie_word_embeddings": False,
-        "attention_bias": False, "bos_token_id": 1, "eos_token_id": 2,
-        "initializer_range": 0.02, "torch_dtype": "float16",
-    },
+    # the same Llama block; Llama-2 differs in depth, vocabulary, norm eps and special ids
+    "llama-2-7b": dict(_DEEPSEEK_7B, num_hidden_layers=32, vocab_size=32000, rms_norm_eps=1e-5,
+                       bos_token_id=1, eos_token_id=2, torch_dtype="float16"),
 }
 
 # megatron-core's RoPE scaling is Llama-3's with these constants fixed.
