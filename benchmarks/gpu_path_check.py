@@ -36,6 +36,8 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.gpu_flags import add_host_flags, add_model_flags  # noqa: E402
+
 # megatron-core and the training stack are imported inside the functions
 # (optional at refusal time): --preflight answers before loading them.
 
@@ -45,19 +47,11 @@ LENGTHS = (5, 17, 3, 17, 9, 1, 12, 5)
 
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="llama-1b", help="model preset (default: llama-1b)")
-    ap.add_argument("--vocab-size", type=int, default=None, help="override the preset's vocab size")
-    ap.add_argument("--seq-length", type=int, default=2048)
-    ap.add_argument("--micro-batch-size", type=int, default=8)
+    add_model_flags(ap)
     ap.add_argument("--max-new-tokens", type=int, default=16, help="generated tokens per row")
     ap.add_argument("--gen-tol", type=float, default=None,
                     help="largest |batch - alone| log-prob allowed (default: 0.1 in bf16, 1e-4 in fp32)")
-    ap.add_argument("--allow-local-spec", action="store_true",
-                    help="on GPUs without transformer-engine, check the local spec instead of failing")
-    ap.add_argument("--cpu-check", action="store_true",
-                    help="no GPU: run this script's code path on the CPU in fp32 (checks the script)")
-    ap.add_argument("--preflight", action="store_true",
-                    help="only check the host (CUDA, 2 GPUs, transformer-engine) outside torchrun")
+    add_host_flags(ap, preflight="only check the host (CUDA, 2 GPUs, transformer-engine) outside torchrun")
     args, _ = ap.parse_known_args(argv)      # gpu_smoke.sh passes its throughput flags too
     return args
 

@@ -24,6 +24,8 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.gpu_flags import add_host_flags  # noqa: E402
+
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,12 +36,7 @@ def parse(argv=None):
     ap.add_argument("--prompts", type=int, default=None, help="questions per step (default 16; --cpu-check 4)")
     ap.add_argument("--group", type=int, default=None, help="G (default 8; --cpu-check 4)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default 256; --cpu-check 16")
-    ap.add_argument("--allow-local-spec", action="store_true",
-                    help="on a GPU without transformer-engine, measure the local spec instead of failing")
-    ap.add_argument("--cpu-check", action="store_true",
-                    help="no GPU: run this script's code path on the CPU (checks the script, not the GPU)")
-    ap.add_argument("--preflight", action="store_true",
-                    help="only check that this host can run it (one process; the .sh runs it first)")
+    add_host_flags(ap, preflight="only check that this host can run it (one process; the .sh runs it first)")
     a = ap.parse_args(argv)
     cpu = a.cpu_check
     a.model = a.model or ("tiny" if cpu else "llama-1b")

@@ -17,6 +17,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.gpu_flags import add_host_flags, add_model_flags  # noqa: E402
+
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors'
 # data sheets; the longest name contained in the device name wins, so an
 # "H100 PCIe" does not take the SXM figure.
@@ -34,18 +36,12 @@ def peak_tflops(device_name: str) -> float | None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="llama-1b", help="model preset (default: llama-1b)")
-    ap.add_argument("--vocab-size", type=int, default=None, help="override the preset's vocab size")
-    ap.add_argument("--micro-batch-size", type=int, default=8)
-    ap.add_argument("--seq-length", type=int, default=2048)
+    add_model_flags(ap)
     ap.add_argument("--steps", type=int, default=20, help="timed steps (the median is reported)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="the device's dense bf16 peak, for a GPU not in the table")
-    ap.add_argument("--allow-local-spec", action="store_true",
-                    help="on a GPU without transformer-engine, measure the local spec instead of failing")
-    ap.add_argument("--cpu-check", action="store_true",
-                    help="no GPU: run this script's code path on the CPU in fp32 (checks the script, not the GPU)")
+    add_host_flags(ap)
     # gpu_smoke.sh passes the same flags to gpu_path_check.py, which has its own
     args, _ = ap.parse_known_args(argv)
 
