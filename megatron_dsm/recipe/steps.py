@@ -22,6 +22,7 @@ tools themselves resume from their last checkpoint).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import os
 import shlex
@@ -97,7 +98,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class Launcher:
+class Launcher(abc.ABC):
     """Runs commands with their output appended to the stage's log."""
 
     def __init__(self, python: str, threads: int = 1):
@@ -132,8 +133,9 @@ class Launcher:
     def tool(self, step: Tool, log: Path) -> None:
         self.call([self.python, step.tool, *step.args], log, step.name)
 
+    @abc.abstractmethod
     def train(self, step: Train, log: Path) -> None:
-        raise NotImplementedError
+        """Run a training step: local processes (torchrun) or an sbatch job."""
 
 
 class LocalLauncher(Launcher):

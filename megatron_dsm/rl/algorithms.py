@@ -34,6 +34,7 @@ after token t.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from pathlib import Path
 from typing import Callable, ClassVar
@@ -492,7 +493,7 @@ def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor
 # ---------------------------------------------------------------------------
 
 
-class Algorithm:
+class Algorithm(abc.ABC):
     """One RL algorithm as the loop (rl/loop.py) runs it.
 
     The loop holds no algorithm names: it asks an instance (built with the
@@ -535,11 +536,11 @@ class Algorithm:
     def setup(self, trainer) -> None:
         """Build models of its own beside the policy's ``trainer``."""
 
+    @abc.abstractmethod
     def advantages(self, rollout, step_rewards: Callable | None) -> tuple[Tensor, Tensor | None]:
         """(advantages ``[N, T]`` or a coefficient ``[N]``, zero-spread groups
         or None for the groups of equal outcome rewards).  ``step_rewards()``
         scores the rollout's steps (None when the run has no step reward)."""
-        raise NotImplementedError
 
     def before_update(self, rollout, old: Tensor | None, ref: Tensor | None) -> dict:
         """After the log-prob passes, before the first update; returns metrics."""
