@@ -1,7 +1,8 @@
 """The demo recipe end to end, as `make demo` runs it (slow: ~15 minutes on
 2 idle cores): all eight stages pass, the summary holds each stage's
-measured effect, RL lifts held-out accuracy at least 15 points above SFT and
-SFT above the pretrained model; a rerun skips every stage."""
+measured effect, GRPO scored by the reward_model stage's ORM lifts held-out
+accuracy at least 15 points above SFT and SFT above the pretrained model; a
+rerun skips every stage."""
 
 import subprocess
 import sys
@@ -36,6 +37,7 @@ def test_demo_recipe_end_to_end(tmp_path):
     assert m["preprocess"]["tokens"] > 0
     assert m["pretrain"]["heldout_loss_after"] < m["pretrain"]["heldout_loss_before"]
     assert m["reward_model"]["heldout_auc"] > 0.6
+    assert m["rl"]["reward"] == "orm"
     acc = {k: m[k]["heldout_accuracy"] for k in ("pretrain", "sft", "rl")}
     assert acc["sft"] > acc["pretrain"], acc
     assert acc["rl"] >= acc["sft"] + 0.15, acc
