@@ -58,7 +58,16 @@ class TaskConfig:
     problems_per_page: int = field(5, min=1, help="problems on one page")
     planted_heldout: int = field(10, min=0, help="pages that quote a held-out problem (contamination)")
     planted_gsm8k: int = field(10, min=0, help="pages that quote a vendored GSM8K test problem")
-    rm_questions: int = field(200, min=2, help="training questions sampled for the reward model's data")
+    rm_questions: int = field(0, min=0, help="training questions sampled for the reward model's data "
+                              "(0: all of them)")
+
+    def __post_init__(self):
+        if self.rm_questions > self.train_size:
+            raise ConfigError(f"rm_questions ({self.rm_questions}) is more than train_size "
+                              f"({self.train_size}); 0 takes every training question")
+        if self.rm_questions == 1:
+            raise ConfigError("rm_questions must be 0 (all) or at least 2 (the reward model "
+                              "holds some questions out for its AUC)")
 
 
 _Q = re.compile(r"^(\w+) has (\d+) (\w+) and ")
@@ -140,7 +149,8 @@ def write_task(cfg: TaskConfig, out: str | Path) -> dict:
     write_jsonl(out / "train.jsonl", [_qa(p, i, "train") for i, p in enumerate(train)])
     write_jsonl(out / "heldout.jsonl", [_qa(p, i, "heldout") for i, p in enumerate(held)])
     write_jsonl(out / "sft.jsonl", sft)
-    write_jsonl(out / "rm_questions.jsonl", [_qa(p, i, "train") for i, p in enumerate(train[:cfg.rm_questions])])
+    rm_train = train[:cfg.rm_questions] if cfg.rm_questions else train
+    write_jsonl(out / "rm_questions.jsonl", [_qa(p, i, "train") for i, p in enumerate(rm_train)])
     pages, seed = task_pages(cfg, train, held)
     write_jsonl(out / "pages.jsonl", pages)
     write_jsonl(out / "seed_pages.jsonl", seed)

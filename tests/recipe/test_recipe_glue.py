@@ -4,6 +4,9 @@ cut, the reward model's records split by question, and the task's files."""
 
 import json
 
+import pytest
+
+from megatron_dsm.config import ConfigError
 from megatron_dsm.io import read_jsonl, write_json, write_jsonl
 from megatron_dsm.recipe import glue
 from megatron_dsm.recipe.task import TaskConfig, write_task
@@ -67,9 +70,21 @@ def test_task_files(tmp_path):
     pages = [r for _, r in read_jsonl(tmp_path / "pages.jsonl")]
     quoting = [p for p in pages if any(q in p["text"] for q in held)]
     assert {p["id"] for p in quoting} == {p["id"] for p in pages if p.get("planted") == "heldout"}
+    assert [r["question"] for _, r in read_jsonl(tmp_path / "rm_questions.jsonl")] == train[:5]
     bench = json.loads((tmp_path / "benchmarks" / "arith_heldout" / "test.jsonl").read_text().splitlines()[0])
     assert set(bench) == {"id", "question"}
     assert (tmp_path / "benchmarks" / "gsm8k_openai" / "test.jsonl").is_file()
+
+
+def test_task_reward_model_questions_default_to_all_and_are_checked(tmp_path):
+    write_task(TaskConfig(train_size=20, heldout_size=5, pages=2, seed_pages=1, planted_heldout=0,
+                          planted_gsm8k=0), tmp_path)
+    train = [r["question"] for _, r in read_jsonl(tmp_path / "train.jsonl")]
+    assert [r["question"] for _, r in read_jsonl(tmp_path / "rm_questions.jsonl")] == train
+    with pytest.raises(ConfigError, match=r"rm_questions \(21\) is more than train_size \(20\)"):
+        TaskConfig(train_size=20, rm_questions=21)
+    with pytest.raises(ConfigError, match="at least 2"):
+        TaskConfig(train_size=20, rm_questions=1)
 
 
 def test_slurm_times_stay_strings_in_recipes_and_overrides(tmp_path):
