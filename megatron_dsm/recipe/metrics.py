@@ -120,4 +120,7 @@ def train_row(m: dict) -> tuple[str, str, str]:
     accs = {k[:-len("_accuracy")]: v for k, v in m.items() if k.endswith("_accuracy") and not k.startswith(
         ("heldout", "loop", "samples"))}
     parts += [f"{k} {_fmt(v)}" for k, v in accs.items()]
-    return "", f"{m.get('iterations', '-')} iterations" if "iterations" in m else "", "; ".join(parts)
+    if "reward" in m:
+        parts.append(f"reward {m['reward']}")
+    inp = f"{m['samples']:,} graded samples" if m.get("samples") else ""
+    return inp, f"{m.get('iterations', '-')} iterations" if "iterations" in m else "", "; ".join(parts)

@@ -9,6 +9,7 @@ import pytest
 from megatron_dsm.config import ConfigError
 from megatron_dsm.io import read_jsonl, write_json, write_jsonl
 from megatron_dsm.recipe import glue
+from megatron_dsm.recipe.metrics import train_row
 from megatron_dsm.recipe.task import TaskConfig, write_task
 
 
@@ -85,6 +86,14 @@ def test_task_reward_model_questions_default_to_all_and_are_checked(tmp_path):
         TaskConfig(train_size=20, rm_questions=21)
     with pytest.raises(ConfigError, match="at least 2"):
         TaskConfig(train_size=20, rm_questions=1)
+
+
+def test_training_rows_name_the_reward_models_data_and_the_rl_reward():
+    rm = train_row({"iterations": 900, "samples": 12000, "samples_correct": 0.38, "heldout_auc": 0.8091})
+    assert rm == ("12,000 graded samples", "900 iterations", "held-out AUC 0.809")
+    rl = train_row({"iterations": 60, "heldout_accuracy": 0.66, "loop_heldout_accuracy_end": 0.66,
+                    "reward": "orm"})
+    assert rl == ("", "60 iterations", "held-out accuracy 0.660; reward orm")
 
 
 def test_slurm_times_stay_strings_in_recipes_and_overrides(tmp_path):
