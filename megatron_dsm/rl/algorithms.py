@@ -546,12 +546,12 @@ class Algorithm(abc.ABC):
         """After the log-prob passes, before the first update; returns metrics."""
         return {}
 
+    @abc.abstractmethod
     def loss(self, logp: Tensor, old: Tensor, ref: Tensor | None, advantages: Tensor,
              mask: Tensor) -> tuple:
         """``(loss sum, count, metrics)`` of one micro-batch, normalised by the
         batch's count (``aggregate_parts``), or ``(mean, metrics)``, each
         micro-batch weighing the same; metrics ``policy loss``, ``kl``, ``clip fraction``."""
-        raise NotImplementedError
 
     def after_update(self, rollout) -> dict:
         """After each policy update; returns metrics."""

@@ -41,7 +41,7 @@ from megatron_dsm.rl.rm_serving import AGGREGATES, evaluate
 from megatron_dsm.training.arguments import TrainConfig, parse_args
 from megatron_dsm.training.loop import Trainer
 from megatron_dsm.training.sft import PackOrder
-from megatron_dsm.training.stage import Stage, loss_count, mean_metric, stage_main
+from megatron_dsm.training.stage import BatchStage, loss_count, mean_metric, stage_main
 
 
 @options
@@ -107,7 +107,7 @@ def rm_forward_step(data_iterator, model):
 # ---------------------------------------------------------------------------
 
 
-class RewardModelStage(Stage):
+class RewardModelStage(BatchStage):
     """Trains a reward model on labelled (question, solution) records."""
 
     eval_title = "validation"

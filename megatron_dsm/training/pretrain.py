@@ -24,7 +24,7 @@ from megatron_dsm.training.arguments import TrainConfig, parse_args
 from megatron_dsm.training.data import (BatchOrder, blend_from_mixture, build_datasets,
                                         parse_data_path, tokenizer_facts, validate_blend)
 from megatron_dsm.training.loop import Trainer
-from megatron_dsm.training.stage import Stage, loss_count, mean_metric, stage_main
+from megatron_dsm.training.stage import BatchStage, loss_count, mean_metric, stage_main
 
 
 def lm_loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
@@ -70,7 +70,7 @@ def resolve_blend(train: TrainConfig):
     return parse_data_path(train.data_path)
 
 
-class PretrainStage(Stage):
+class PretrainStage(BatchStage):
     """LM training on a Megatron blend."""
 
     forward_step = staticmethod(gpt_forward_step)

@@ -43,7 +43,7 @@ from megatron_dsm.models.gpt import transformer_engine_available
 from megatron_dsm.training.arguments import TrainConfig, parse_args
 from megatron_dsm.training.loop import Trainer
 from megatron_dsm.training.pretrain import lm_loss_func
-from megatron_dsm.training.stage import Stage, stage_main
+from megatron_dsm.training.stage import BatchStage, stage_main
 
 ATTENTION = ("auto", "mask", "thd")
 
@@ -207,7 +207,7 @@ def evaluate_loss(trainer, dataset: PackedSFTDataset, forward_step, max_packs: i
     return trainer.reduce_metrics(losses)["lm loss"]
 
 
-class SFTStage(Stage):
+class SFTStage(BatchStage):
     """Fine-tuning on packed SFT data (see the module docstring)."""
 
     def __init__(self, train: TrainConfig, model_cfg: ModelConfig, sft_cfg: SFTConfig):
@@ -216,7 +216,7 @@ class SFTStage(Stage):
         self.use_thd = _use_thd(sft_cfg, train)
         self.train_ds = _open(_sft_prefix(train), model_cfg, self.use_thd)
         self.valid_ds = _open(sft_cfg.valid_data_path, model_cfg, self.use_thd) if sft_cfg.valid_data_path else None
-        self.forward_step = make_forward_step(self.use_thd)
+        self._forward_step = make_forward_step(self.use_thd)
         self.order = None
 
     def start(self, trainer) -> None:
@@ -233,6 +233,9 @@ class SFTStage(Stage):
                 f"{platform.device_name()}; data: {info['packs']} packs / {info['samples']} samples / "
                 f"{info['target_tokens']:,} target tokens ({'thd' if self.use_thd else 'block mask'} isolation)")
 
+    def forward_step(self, data_iterator, model):
+        return self._forward_step(data_iterator, model)
+
     def microbatches(self, trainer) -> list:
         return [collate([self.train_ds[i] for i in mb]) for mb in self.order.microbatches()]
 
@@ -245,7 +248,7 @@ class SFTStage(Stage):
     def evaluate(self, trainer) -> dict:
         """Held-out loss over ``--eval-iters`` global batches of packs."""
         packs = self.train.eval_iters * self.train.global_batch_size
-        return {"lm loss": evaluate_loss(trainer, self.valid_ds, self.forward_step, packs)}
+        return {"lm loss": evaluate_loss(trainer, self.valid_ds, self._forward_step, packs)}
 
 
 @dataclasses.dataclass

@@ -1,4 +1,5 @@
-"""What a stage gives ``Trainer.fit``: the ``Stage`` base class.
+"""What a stage gives ``Trainer.fit``: the ``Stage`` base class, and
+``BatchStage``, a stage whose step is one pass over its micro-batches.
 
 ``Trainer.fit(stage)`` (training/loop.py) runs the step loop, the log lines,
 the evaluation and checkpoint cadence, ``--exit-interval`` and the exit
@@ -9,9 +10,10 @@ signals for every stage; a stage supplies only what is its own:
   before a checkpoint is restored;
 * ``start(trainer)``: position itself after the restore (data order at
   ``trainer.consumed_samples``);
-* ``step(trainer) -> StepResult``: one optimizer step; by default
-  ``trainer.train_step`` over ``microbatches(trainer)`` with
-  ``forward_step``; RL replaces it whole (rollout, then train steps);
+* ``step(trainer) -> StepResult``: one optimizer step.  ``BatchStage``'s
+  is ``trainer.train_step`` over ``microbatches(trainer)`` with
+  ``forward_step`` (pretraining, SFT, reward models); RL's is a rollout,
+  then train steps;
 * ``eval_interval(trainer)`` and ``evaluate(trainer) -> dict``: held-out
   metrics, run before the first step, every ``eval_interval`` steps and at
   the last one (``None``: the stage does not evaluate; ``0``: first and
@@ -28,6 +30,7 @@ exit status 2 on bad input.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import sys
 from pathlib import Path
@@ -62,7 +65,7 @@ class StepResult:
     skipped: bool
 
 
-class Stage:
+class Stage(abc.ABC):
     """Base class of the stages ``Trainer.fit`` runs (see the module docstring)."""
 
     #: the heading of a separate evaluation line, `` {eval_title} at iteration N | ... |``
@@ -83,20 +86,9 @@ class Stage:
         return None
 
     # -- steps ------------------------------------------------------------
+    @abc.abstractmethod
     def step(self, trainer) -> StepResult:
-        return trainer.train_step(self.forward_step, self.microbatches(trainer))
-
-    def microbatches(self, trainer) -> list:
-        """This rank's micro-batches of the next step."""
-        raise NotImplementedError
-
-    def forward_step(self, data_iterator, model):
-        """megatron-core's ``forward_step_func``: (output, loss function).
-        The loss function returns ``(loss summed over the micro-batch's
-        units, their count, metrics)``; the loop divides the gradient by the
-        count summed over micro-batches and data-parallel ranks
-        (``Trainer``: megatron-core's ``calculate_per_token_loss``)."""
-        raise NotImplementedError
+        """One optimizer step."""
 
     def samples_per_step(self, trainer) -> int:
         """Samples one step consumes over all ranks (``consumed samples``)."""
@@ -113,8 +105,9 @@ class Stage:
     def eval_interval(self, trainer) -> int | None:
         return None
 
+    @abc.abstractmethod
     def evaluate(self, trainer) -> dict:
-        raise NotImplementedError
+        """Held-out metrics (run when ``eval_interval`` is not None)."""
 
     # -- checkpoints ------------------------------------------------------
     def state_dict(self) -> dict:
@@ -126,6 +119,25 @@ class Stage:
 
     def write_files(self, directory: Path) -> None:
         """Files of this rank added to a checkpoint before it is published."""
+
+
+class BatchStage(Stage):
+    """A stage whose step is ``trainer.train_step`` over its micro-batches."""
+
+    def step(self, trainer) -> StepResult:
+        return trainer.train_step(self.forward_step, self.microbatches(trainer))
+
+    @abc.abstractmethod
+    def microbatches(self, trainer) -> list:
+        """This rank's micro-batches of the next step."""
+
+    @abc.abstractmethod
+    def forward_step(self, data_iterator, model):
+        """megatron-core's ``forward_step_func``: (output, loss function).
+        The loss function returns ``(loss summed over the micro-batch's
+        units, their count, metrics)``; the loop divides the gradient by the
+        count summed over micro-batches and data-parallel ranks
+        (``Trainer``: megatron-core's ``calculate_per_token_loss``)."""
 
 
 def stage_main(body: Callable[[], object], *errors: type[Exception]) -> int:
