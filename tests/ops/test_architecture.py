@@ -8,11 +8,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-BOTTOM = {"platform", "cpu_shims", "config", "checkpoint", "io"}
+BOTTOM = {"platform", "config", "checkpoint", "io"}
 # part -> the parts it may import (besides itself)
 ALLOWED = {
-    "cpu_shims": set(),
-    "platform": {"cpu_shims"},
+    "platform": set(),
     "config": set(),
     "io": set(),
     "checkpoint": {"io", "config", "platform"},

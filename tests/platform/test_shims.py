@@ -1,11 +1,11 @@
-"""Each CPU shim in megatron_dsm.cpu_shims, tested against the megatron-core
+"""Each CPU shim in megatron_dsm.platform, tested against the megatron-core
 function it covers (single process, gloo)."""
 import importlib
 
 import pytest
 import torch
 
-from megatron_dsm import cpu_shims, platform
+from megatron_dsm import platform
 
 
 @pytest.fixture(scope="module")
@@ -15,16 +15,16 @@ def dist():
 
 
 def test_every_shim_is_installed(dist):
-    for shim in cpu_shims.SHIMS:
+    for shim in platform.SHIMS:
         mod = importlib.import_module(shim.module)
-        assert isinstance(mod.torch, cpu_shims._CpuTorch), shim.module
+        assert isinstance(mod.torch, platform._CpuTorch), shim.module
         assert shim.covers and shim.why
-    for module, attr, repl in cpu_shims.FUNCTION_SHIMS:
-        assert getattr(importlib.import_module(module), attr) is getattr(cpu_shims, repl)
-    for module, cls, attr, factory in cpu_shims.METHOD_SHIMS:
+    for module, attr, repl in platform.FUNCTION_SHIMS:
+        assert getattr(importlib.import_module(module), attr) is getattr(platform, repl)
+    for module, cls, attr, factory in platform.METHOD_SHIMS:
         fn = getattr(getattr(importlib.import_module(module), cls), attr)
         assert getattr(fn, "__wrapped__", None) is not None, (cls, attr)
-        assert getattr(cpu_shims, factory).__doc__.count(f"{cls}.{attr}") == 1
+        assert getattr(platform, factory).__doc__.count(f"{cls}.{attr}") == 1
 
 
 def test_not_installable_when_cuda_present(monkeypatch):
@@ -113,7 +113,7 @@ def test_fused_rope_hook_is_megatron_rope_bit_for_bit(dist, rot):
     from megatron.core.models.common.embeddings import rope_utils
     from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
 
-    assert rope_utils.fused_apply_rotary_pos_emb is cpu_shims._cpu_fused_apply_rotary_pos_emb
+    assert rope_utils.fused_apply_rotary_pos_emb is platform._cpu_fused_apply_rotary_pos_emb
     rope = RotaryEmbedding(kv_channels=32, rotary_percent=rot / 32, rotary_base=10000)
     for seq in (9, 13):
         freqs = rope(seq)                                   # [seq, 1, 1, rot]
@@ -194,7 +194,7 @@ def test_schedule_ddp_optimizer_and_checkpoint_run_on_cpu(dist, tmp_path):
 def test_cuda_type_names_only_inside_the_context():
     t = torch.zeros(2)
     assert t.type() == "torch.FloatTensor"
-    with cpu_shims._cuda_type_names():
+    with platform._cuda_type_names():
         assert t.type() == "torch.cuda.FloatTensor"
         assert t.bfloat16().type() == "torch.cuda.BFloat16Tensor"
         assert t.long().type() == "torch.LongTensor"          # not a float type: real name
@@ -280,7 +280,7 @@ def test_distributed_optimizer_originals_fail_on_cpu(dist):
     """What each shim covers, seen through megatron-core's own functions."""
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer as D
 
-    shimmed = {attr for module, cls, attr, _ in cpu_shims.METHOD_SHIMS if cls == "DistributedOptimizer"}
+    shimmed = {attr for module, cls, attr, _ in platform.METHOD_SHIMS if cls == "DistributedOptimizer"}
     assert shimmed == {"_build_model_and_main_param_groups", "state_dict",
                        "_set_main_param_and_optimizer_states", "load_state_dict"}
     build = D.__dict__["_build_model_and_main_param_groups"].__func__.__wrapped__
