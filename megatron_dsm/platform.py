@@ -8,28 +8,12 @@ tensor-parallel layers, ``get_forward_backward_func`` schedules, its DDP
 wrapper, its optimizers and ``dist_checkpointing``) on CPU.  Every use of
 ``torch.cuda`` in the project is in this module.
 
-Why the CPU shims are needed (seen in megatron-core 0.16.1): several functions ask
-``torch.cuda.current_device()`` for a device, create tensors with
-``device="cuda"`` or call ``torch.cuda.synchronize()``; on a CPU-only torch
-build those raise "Torch not compiled with CUDA enabled".  The RNG tracker
-stores CUDA generator states.
-
-How: each covered megatron-core module gets a module-local ``torch`` stand-in
-(:class:`_CpuTorch`) that is the real ``torch`` except that
-
-* ``torch.cuda.current_device()`` answers the CPU device,
-* ``torch.cuda.synchronize()`` / streams are no-ops (CPU ops are synchronous),
-* tensor factories given ``device="cuda"`` allocate on the CPU.
-
-Only the modules listed in :data:`SHIMS` see the stand-in; the global
-``torch`` is untouched.  Some functions are replaced (:data:`FUNCTION_SHIMS`:
-the RNG tracker's state accessors, ...) and four methods of megatron-core's
-DistributedOptimizer are wrapped (:data:`METHOD_SHIMS`).
-Every shim is listed with the megatron-core functions it covers; each has a
-test in ``tests/platform/test_shims.py``.  :func:`install_cpu_shims` refuses to
-run when CUDA is available.
-
-``initialize_distributed`` installs them on a host without CUDA.
+CPU shims (megatron-core 0.16.1 asks ``torch.cuda`` for a device, allocates
+with ``device="cuda"`` and synchronizes): each module in :data:`SHIMS` gets a
+``torch`` stand-in (:class:`_CpuTorch`: CPU device, no-op streams, CPU
+factories), :data:`FUNCTION_SHIMS` replace functions and
+:data:`METHOD_SHIMS` wrap DistributedOptimizer methods; each names what it
+covers and has a test in ``tests/platform/test_shims.py``.
 """
 
 from __future__ import annotations
@@ -40,10 +24,12 @@ import datetime
 import importlib
 import inspect
 import os
+import random
 import socket
 import types
 from typing import Any
 
+import numpy as np
 import torch
 
 # ---------------------------------------------------------------------------
@@ -101,15 +87,7 @@ def manual_seed(seed: int) -> None:
 
 def rng_state() -> dict:
     """All RNG state a resumed run needs to continue bitwise."""
-    import random
-
-    import numpy as np
-
-    state = {
-        "random": random.getstate(),
-        "np": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
+    state = {"random": random.getstate(), "np": np.random.get_state(), "torch": torch.get_rng_state()}
     if cuda_available():
         state["cuda"] = torch.cuda.get_rng_state()
     from megatron.core import tensor_parallel
@@ -119,10 +97,6 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    import random
-
-    import numpy as np
-
     random.setstate(state["random"])
     np.random.set_state(state["np"])
     torch.set_rng_state(state["torch"])
